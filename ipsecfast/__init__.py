@@ -1,0 +1,54 @@
+"""ipsecfast: an IPsec data plane for Python with Cisco IOS crypto-map semantics.
+
+The public names are imported lazily, so ``import ipsecfast`` stays cheap and a
+module is only loaded (and its compiled core only required) when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "PacketBatch": "packets",
+    "Ipv4Fields": "packets",
+    "Status": "status",
+    "IpsecError": "exceptions",
+    "ConfigError": "exceptions",
+    "UnsupportedTransform": "exceptions",
+    "PcapError": "exceptions",
+    "InternalError": "exceptions",
+    "SecurityAssociation": "sa",
+    "SaBundle": "sa",
+    "Transform": "transform",
+    "AccessList": "acl",
+    "Ace": "acl",
+    "PacketFields": "acl",
+    "Classifier": "classifier",
+    "parse_config": "config",
+    "Config": "config",
+    "Router": "router",
+    "Network": "ike",
+}
+
+__all__ = sorted(_EXPORTS) + ["pcap", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .acl import AccessList, Ace, PacketFields
+    from .exceptions import ConfigError, InternalError, IpsecError, PcapError, UnsupportedTransform
+    from .packets import Ipv4Fields, PacketBatch
+    from .status import Status
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    if name == "pcap":
+        return importlib.import_module(".pcap", __name__)
+    raise AttributeError(f"module 'ipsecfast' has no attribute {name!r}")

@@ -1,0 +1,94 @@
+"""PacketBatch: construction, views, conversion, header fields (oracle: struct / scapy)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipsecfast import PacketBatch
+
+
+@given(st.lists(st.binary(max_size=200), max_size=40))
+def test_from_list_round_trip(pkts: list[bytes]) -> None:
+    b = PacketBatch.from_list(pkts)
+    assert len(b) == len(pkts)
+    assert b.to_list() == pkts
+    assert [b[i] for i in range(len(b))] == pkts
+    assert b.nbytes == sum(map(len, pkts))
+    assert b.tobytes() == b"".join(pkts)
+
+
+@given(st.lists(st.binary(max_size=50), min_size=1, max_size=30), st.data())
+def test_views_and_compact(pkts: list[bytes], data: st.DataObject) -> None:
+    b = PacketBatch.from_list(pkts)
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=len(pkts), max_size=len(pkts))))
+    view = b[mask]
+    expected = [p for p, m in zip(pkts, mask, strict=True) if m]
+    assert view.to_list() == expected
+    assert view.buffer is b.buffer  # zero copy
+    c = view.compact()
+    assert c.to_list() == expected
+    assert c.offsets.tolist() == list(np.cumsum([0] + [len(p) for p in expected])[:-1])
+    rev = b[np.arange(len(pkts))[::-1]]
+    assert rev.to_list() == pkts[::-1]
+    assert PacketBatch.concat([b, view, rev]).to_list() == pkts + expected + pkts[::-1]
+
+
+def test_bounds_checked_and_indexing() -> None:
+    with pytest.raises(ValueError):
+        PacketBatch(np.zeros(10, np.uint8), [5], [6])
+    with pytest.raises(ValueError):
+        PacketBatch(np.zeros(10, np.uint8), [-1], [2])
+    with pytest.raises(ValueError):
+        PacketBatch(np.zeros(10, np.uint8), [0, 1], [2])
+    b = PacketBatch.from_list([b"ab", b"c"])
+    assert b[-1] == b"c"
+    with pytest.raises(IndexError):
+        b[2]
+    assert len(PacketBatch.empty()) == 0
+    assert PacketBatch.empty().to_list() == []
+    assert "2 packets" in repr(b)
+
+
+def _ipv4(src: int, dst: int, proto: int, payload: bytes, tos: int = 0, frag: int = 0) -> bytes:
+    total = 20 + len(payload)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, total, 7, frag, 64, proto, 0,
+                      src.to_bytes(4, "big"), dst.to_bytes(4, "big"))
+    return hdr + payload
+
+
+def test_ipv4_fields() -> None:
+    tcp = struct.pack("!HHIIBBHHH", 1234, 80, 0, 0, 0x50, 0x12, 0, 0, 0)
+    pkts = [
+        _ipv4(0x0A000001, 0x0A000002, 6, tcp, tos=0xB8),
+        _ipv4(0xC0A80001, 0xE0000001, 17, struct.pack("!HHHH", 53, 5353, 8, 0)),
+        _ipv4(1, 2, 1, bytes([8, 0, 0, 0])),
+        _ipv4(1, 2, 6, tcp, frag=0x2000 | 10),  # non-initial fragment: no ports
+        b"\x60" + bytes(39),  # IPv6
+        b"\x45\x00",  # truncated
+    ]
+    f = PacketBatch.from_list(pkts).ipv4_fields()
+    assert f.valid.tolist() == [True, True, True, True, False, False]
+    assert f.proto[:4].tolist() == [6, 17, 1, 6]
+    assert f.src[0] == 0x0A000001 and f.dst[1] == 0xE0000001
+    assert f.sport[:4].tolist() == [1234, 53, 0, 0]
+    assert f.dport[:4].tolist() == [80, 5353, 0, 0]
+    assert f.tcp_flags[0] == 0x12
+    assert f.icmp_type[2] == 8 and f.icmp_type[0] == -1
+    assert f.frag_offset[3] == 10 and f.flags[3] == 1
+    assert f.tos[0] == 0xB8
+
+
+def test_scapy_round_trip() -> None:
+    from scapy.layers.inet import IP, UDP
+
+    pkts = [IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / (b"x" * n) for n in (0, 5)]
+    b = PacketBatch.from_scapy(pkts)
+    assert b.to_list() == [bytes(p) for p in pkts]
+    back = b.to_scapy()
+    assert [bytes(p) for p in back] == b.to_list()
+    assert back[0][UDP].dport == 2
