@@ -37,10 +37,17 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["pcap", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .acl import AccessList, Ace, PacketFields
-    from .exceptions import ConfigError, InternalError, IpsecError, PcapError, UnsupportedTransform
-    from .packets import Ipv4Fields, PacketBatch
-    from .status import Status
+    from .acl import AccessList as AccessList
+    from .acl import Ace as Ace
+    from .acl import PacketFields as PacketFields
+    from .exceptions import ConfigError as ConfigError
+    from .exceptions import InternalError as InternalError
+    from .exceptions import IpsecError as IpsecError
+    from .exceptions import PcapError as PcapError
+    from .exceptions import UnsupportedTransform as UnsupportedTransform
+    from .packets import Ipv4Fields as Ipv4Fields
+    from .packets import PacketBatch as PacketBatch
+    from .status import Status as Status
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ class Status(IntEnum):
         return self.name.lower().replace("_", "-")
 
 
-def status_counts(status: "object") -> dict[str, int]:
+def status_counts(status: object) -> dict[str, int]:
     """Count a status array by readable label (zero counts left out)."""
     import numpy as np
 
