@@ -95,7 +95,7 @@ class PacketBatch:
 
     # -- conversion ---------------------------------------------------------------
     def to_list(self) -> list[bytes]:
-        mv = memoryview(self.buffer)
+        mv = memoryview(self.buffer.data)
         return [
             mv[o : o + n].tobytes()
             for o, n in zip(self.offsets.tolist(), self.lengths.tolist(), strict=True)
