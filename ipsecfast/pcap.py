@@ -1,0 +1,336 @@
+"""pcap / pcapng capture files as packet batches.
+
+``read()`` loads a whole file into one ``uint8`` buffer and returns a :class:`Capture`
+whose frames are a zero-copy :class:`~ipsecfast.packets.PacketBatch` over that buffer;
+the record scan, the link-layer parse, the frame rebuild and the writer are compiled
+loops (``src/_pcap.pyx``), so no Python object is made per packet.
+
+Reads classic pcap (both byte orders, micro- and nanosecond timestamps) and pcapng
+(sections of either byte order; Enhanced, Simple and obsolete Packet Blocks; every
+other block type is skipped). Writes classic pcap. A truncated or corrupt file raises
+:class:`~ipsecfast.exceptions.PcapError` naming the byte offset of the bad record.
+
+Link types understood (the IPv4 header is located in each frame): Ethernet (1) with
+802.1Q / 802.1ad / QinQ tags and RFC 1042 LLC/SNAP, raw IP (101, 228, and DLT_RAW 12
+/ 14), Linux cooked SLL (113) and SLL2 (276), PPP (9), Cisco HDLC (104), Frame Relay
+(107: RFC 2427 NLPID 0xCC, RFC 2427 SNAP, and Cisco's ethertype encapsulation), BSD
+loopback (0, 108). Frames of other link types, and non-IPv4 frames, are carried
+through untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _pcap
+from .exceptions import PcapError
+from .packets import PacketBatch
+
+__all__ = [
+    "Capture",
+    "read",
+    "write",
+    "LINKTYPE_NULL",
+    "LINKTYPE_ETHERNET",
+    "LINKTYPE_PPP",
+    "LINKTYPE_RAW",
+    "LINKTYPE_C_HDLC",
+    "LINKTYPE_FRELAY",
+    "LINKTYPE_LOOP",
+    "LINKTYPE_LINUX_SLL",
+    "LINKTYPE_IPV4",
+    "LINKTYPE_LINUX_SLL2",
+]
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
+LINKTYPE_RAW = 101
+LINKTYPE_C_HDLC = 104
+LINKTYPE_FRELAY = 107
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_LINUX_SLL2 = 276
+
+# draft-ietf-opsawg-pcap §4: magic numbers as read little-endian
+_MAGIC_US_LE = 0xA1B2C3D4
+_MAGIC_NS_LE = 0xA1B23C4D
+_MAGIC_US_BE = 0xD4C3B2A1
+_MAGIC_NS_BE = 0x4D3CB2A1
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_MAX_TS_NS = (1 << 32) * 1_000_000_000  # classic pcap seconds are 32-bit unsigned
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+
+_I64 = np.int64
+
+
+class Capture:
+    """Frames of one link type with their timestamps and where their IPv4 header starts.
+
+    Attributes (numpy arrays aligned with ``frames``):
+
+    - ``linktype``: the LINKTYPE_ value of every frame (for pcapng, the first interface's)
+    - ``frames``: a :class:`PacketBatch` of whole link-layer frames as captured
+    - ``timestamps``: int64 nanoseconds since the epoch (0 for pcapng Simple Packet Blocks)
+    - ``orig_lengths``: int64 length of each frame on the wire (>= its captured length)
+    - ``l3_offsets``: int64 offset of the network-layer header in the frame, -1 when the
+      link header is short or the link type is not one ipsecfast knows
+    - ``is_ipv4``: bool, the link layer says the payload is IPv4 (for raw IP: version 4).
+      The IPv4 header itself is not validated here: a malformed one is left to the
+      IPsec layer, which drops it with a reason instead of passing it in the clear.
+    - ``nanosecond``: the file recorded timestamps finer than microseconds
+
+    pcapng frames from an interface whose link type differs from the first interface's
+    are kept, with ``is_ipv4`` False and ``l3_offsets`` -1.
+    """
+
+    __slots__ = (
+        "linktype",
+        "frames",
+        "timestamps",
+        "orig_lengths",
+        "l3_offsets",
+        "is_ipv4",
+        "nanosecond",
+        "_ip_lengths",
+    )
+
+    linktype: int
+    frames: PacketBatch
+    timestamps: npt.NDArray[np.int64]
+    orig_lengths: npt.NDArray[np.int64]
+    l3_offsets: npt.NDArray[np.int64]
+    is_ipv4: npt.NDArray[np.bool_]
+    nanosecond: bool
+    _ip_lengths: npt.NDArray[np.int64]
+
+    def __init__(
+        self,
+        frames: PacketBatch,
+        linktype: int = LINKTYPE_ETHERNET,
+        timestamps: npt.ArrayLike | None = None,
+        orig_lengths: npt.ArrayLike | None = None,
+        *,
+        nanosecond: bool = False,
+        _foreign: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
+        if not isinstance(frames, PacketBatch):
+            raise TypeError("frames must be a PacketBatch")
+        if not 0 <= int(linktype) <= 0xFFFF:
+            raise ValueError(f"link type {linktype} is not a 16-bit value")
+        n = len(frames)
+        self.linktype = int(linktype)
+        self.frames = frames
+        self.timestamps = _aligned(timestamps, n, "timestamps", 0)
+        orig = _aligned(orig_lengths, n, "orig_lengths", None)
+        self.orig_lengths = frames.lengths.copy() if orig is None else orig
+        self.nanosecond = bool(nanosecond)
+        l3, ip_len, v4 = _pcap.parse_links(frames.buffer, frames.offsets, frames.lengths, self.linktype)
+        if _foreign is not None and _foreign.any():
+            l3[_foreign] = -1
+            v4[_foreign] = False
+        self.l3_offsets = l3
+        self.is_ipv4 = v4
+        self._ip_lengths = ip_len
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __repr__(self) -> str:
+        return (
+            f"Capture({len(self)} frames, linktype {self.linktype}, "
+            f"{int(self.is_ipv4.sum())} IPv4)"
+        )
+
+    def ip_packets(self) -> PacketBatch:
+        """The IPv4 packets (frames with ``is_ipv4``) without their link header: a
+        zero-copy view. Link-layer trailers (Ethernet padding, FCS) are cut off using the
+        IPv4 total length when that is plausible."""
+        v4 = self.is_ipv4
+        return PacketBatch(
+            self.frames.buffer,
+            self.frames.offsets[v4] + self.l3_offsets[v4],
+            self._ip_lengths[v4],
+        )
+
+    def replace_ip_packets(
+        self, packets: PacketBatch, keep: npt.ArrayLike | None = None
+    ) -> Capture:
+        """A new capture where IPv4 frame *i* is its original link header followed by
+        ``packets[i]`` (``packets`` is aligned with :meth:`ip_packets`); frames whose
+        ``keep`` entry is False are dropped; non-IPv4 frames are copied unchanged.
+
+        Trailers of the old frames are not kept; an 802.3 length field (LLC/SNAP) is set
+        for the new length. Timestamps carry over; the wire length of a rebuilt frame is
+        its new length. The new frames are gathered into one buffer by a compiled loop.
+        """
+        if not isinstance(packets, PacketBatch):
+            raise TypeError("packets must be a PacketBatch")
+        v4 = self.is_ipv4
+        n_ip = int(v4.sum())
+        if len(packets) != n_ip:
+            raise ValueError(
+                f"{len(packets)} packets given for {n_ip} IPv4 frames (see ip_packets())"
+            )
+        if keep is None:
+            keep_ip = np.ones(n_ip, dtype=np.bool_)
+        else:
+            keep_ip = np.asarray(keep)
+            if keep_ip.dtype != np.bool_ or keep_ip.shape != (n_ip,):
+                raise ValueError(f"keep must be a bool array of {n_ip} entries")
+        # Which frames survive, and for each IPv4 one which new packet it takes.
+        pkt_of_frame = np.full(len(self), -1, dtype=_I64)
+        pkt_of_frame[v4] = np.arange(n_ip, dtype=_I64)
+        keep_frame = np.ones(len(self), dtype=np.bool_)
+        keep_frame[v4] = keep_ip
+        sel = np.flatnonzero(keep_frame)
+        pkt_index = pkt_of_frame[sel]
+        src_off = self.frames.offsets[sel]
+        src_len = self.frames.lengths[sel]
+        hdr_len = np.where(pkt_index >= 0, self.l3_offsets[sel], 0)
+        rebuilt = pkt_index >= 0
+        out_len = src_len.copy()
+        out_len[rebuilt] = hdr_len[rebuilt] + packets.lengths[pkt_index[rebuilt]]
+        out_off = np.zeros(sel.size, dtype=_I64)
+        if sel.size > 1:
+            np.cumsum(out_len[:-1], out=out_off[1:])
+        out = np.empty(int(out_len.sum()), dtype=np.uint8)
+        _pcap.rebuild(
+            self.frames.buffer, src_off, src_len, hdr_len, pkt_index,
+            packets.buffer, packets.offsets, packets.lengths,
+            out, out_off, self.linktype,
+        )
+        orig = self.orig_lengths[sel].copy()
+        orig[rebuilt] = out_len[rebuilt]
+        return Capture(
+            PacketBatch(out, out_off, out_len),
+            self.linktype,
+            self.timestamps[sel],
+            orig,
+            nanosecond=self.nanosecond,
+        )
+
+
+def _aligned(values: npt.ArrayLike | None, n: int, name: str, default: int | None) -> Any:
+    if values is None:
+        return None if default is None else np.full(n, default, dtype=_I64)
+    arr = np.ascontiguousarray(values, dtype=_I64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have one entry per frame ({n}), got shape {arr.shape}")
+    return arr
+
+
+def _load(source: Source) -> npt.NDArray[np.uint8]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return np.frombuffer(source, dtype=np.uint8)
+    if isinstance(source, (str, os.PathLike)):
+        # One read of the whole file; a memmap would pin the file, and a later write()
+        # to the same path would truncate it under the mapping (SIGBUS).
+        return np.fromfile(os.fspath(source), dtype=np.uint8)
+    return np.frombuffer(source.read(), dtype=np.uint8)
+
+
+def read(source: Source) -> Capture:
+    """Read a classic pcap or pcapng file (path, bytes, or binary file object).
+
+    Raises :class:`PcapError` for a truncated or corrupt file, naming the byte offset.
+    """
+    buf = _load(source)
+    if buf.size < 4:
+        raise PcapError(f"truncated file header at byte offset 0: {buf.size} bytes")
+    if bytes(buf[:4]) == _PCAPNG_SHB:
+        linktype, fine, off, lens, orig, ts, foreign = _pcap.scan_pcapng(buf)
+        if linktype < 0:
+            if off.size:  # unreachable: a packet block needs an interface
+                raise PcapError("pcapng file has packets but no interface description block")
+            linktype = LINKTYPE_ETHERNET
+        return Capture(
+            PacketBatch(buf, off, lens), linktype, ts, orig,
+            nanosecond=fine, _foreign=foreign.view(np.bool_),
+        )
+    magic = int.from_bytes(bytes(buf[:4]), "little")
+    if magic not in (_MAGIC_US_LE, _MAGIC_NS_LE, _MAGIC_US_BE, _MAGIC_NS_BE):
+        raise PcapError(f"not a pcap or pcapng file: unknown magic {magic:#010x} at byte offset 0")
+    if buf.size < 24:
+        raise PcapError(
+            f"truncated pcap file header at byte offset 0: {buf.size} bytes, 24 needed"
+        )
+    big = magic in (_MAGIC_US_BE, _MAGIC_NS_BE)
+    nano = magic in (_MAGIC_NS_LE, _MAGIC_NS_BE)
+    order: Literal["big", "little"] = "big" if big else "little"
+    major = int.from_bytes(bytes(buf[4:6]), order)
+    if major != 2:
+        raise PcapError(f"unsupported pcap version {major} at byte offset 4 (2 expected)")
+    # §4: the low 16 bits are the link type; the high bits may carry FCS information.
+    linktype = int.from_bytes(bytes(buf[20:24]), order) & 0xFFFF
+    off, lens, orig, ts = _pcap.scan_classic(buf, big, nano)
+    return Capture(PacketBatch(buf, off, lens), linktype, ts, orig, nanosecond=nano)
+
+
+def write(
+    target: str | os.PathLike[str] | IO[bytes],
+    data: Capture | PacketBatch,
+    *,
+    linktype: int | None = None,
+    timestamps: npt.ArrayLike | None = None,
+    nanosecond: bool | None = None,
+) -> None:
+    """Write a classic little-endian pcap file.
+
+    ``data`` is a :class:`Capture` (its link type, timestamps and wire lengths are
+    used unless given) or a :class:`PacketBatch` (link type ``LINKTYPE_RAW`` unless
+    given, timestamps 0 unless given). ``nanosecond`` selects the nanosecond magic; by
+    default it follows the capture (``Capture.nanosecond``), microseconds for a batch.
+    Sub-microsecond digits are truncated in a microsecond file.
+    """
+    if isinstance(data, Capture):
+        frames = data.frames
+        lt = data.linktype if linktype is None else int(linktype)
+        ts = data.timestamps if timestamps is None else _aligned(timestamps, len(frames), "timestamps", 0)
+        orig = np.maximum(data.orig_lengths, frames.lengths)
+        nano = data.nanosecond if nanosecond is None else bool(nanosecond)
+    elif isinstance(data, PacketBatch):
+        frames = data
+        lt = LINKTYPE_RAW if linktype is None else int(linktype)
+        ts = _aligned(timestamps, len(frames), "timestamps", 0)
+        orig = frames.lengths
+        nano = bool(nanosecond)
+    else:
+        raise TypeError("data must be a Capture or a PacketBatch")
+    if not 0 <= lt <= 0xFFFF:
+        raise ValueError(f"link type {lt} is not a 16-bit value")
+    n = len(frames)
+    if n and (int(ts.min()) < 0 or int(ts.max()) >= _MAX_TS_NS):
+        raise ValueError("timestamps must lie in [0, 2**32) seconds for classic pcap")
+    if n and int(frames.lengths.max()) > 0xFFFFFFFF:
+        raise ValueError("a frame is too long for a pcap record")
+    snaplen = max(65535, int(frames.lengths.max()) if n else 0)
+    magic = _MAGIC_NS_LE if nano else _MAGIC_US_LE
+    # §4 File Header: magic, version 2.4, two reserved words, SnapLen, LinkType
+    header = (
+        magic.to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (4).to_bytes(2, "little")
+        + bytes(8)
+        + snaplen.to_bytes(4, "little")
+        + lt.to_bytes(4, "little")
+    )
+    out = np.empty(16 * n + frames.nbytes, dtype=np.uint8)
+    _pcap.write_records(
+        frames.buffer, frames.offsets, frames.lengths,
+        np.ascontiguousarray(orig, dtype=_I64), np.ascontiguousarray(ts, dtype=_I64),
+        nano, out,
+    )
+    if isinstance(target, (str, os.PathLike)):
+        with open(os.fspath(target), "wb") as fh:
+            fh.write(header)
+            fh.write(out.data)
+    else:
+        target.write(header)
+        target.write(out.data)
