@@ -932,6 +932,18 @@ def _parse_lists(
             lists.pop(name, None)
             starts.pop(name, None)
             current = None
+        elif (
+            first == "no"
+            and len(ln.tokens) > 2
+            and ln.tokens[1][1].lower() == "ip"
+            and ln.tokens[2][1].lower() == "access-list"
+        ):
+            ln.take("no")
+            ln.take("ip")
+            gone = _header(ln)
+            lists.pop(gone.name, None)
+            starts.pop(gone.name, None)
+            current = None
         elif first == "exit" and len(ln.tokens) == 1:
             current = None
         elif _SHOW_HEADER.match(line):
@@ -960,8 +972,8 @@ def _parse_lists(
 def parse_access_lists(text: str) -> dict[str, AccessList]:
     """Every access list defined by a block of configuration, by name (numbers as text).
 
-    Understands ``access-list N ...``, ``no access-list N``, ``ip access-list extended
-    NAME`` followed by its entries (until the next top-level command or ``exit``), and
+    Understands ``access-list N ...``, ``no access-list N``, ``no ip access-list extended
+    NAME``, ``ip access-list extended NAME`` followed by its entries (until the next top-level command or ``exit``), and
     ``show access-lists`` output. ``!`` lines and blank lines are ignored.
     """
     return _parse_lists(text)[0]
