@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from ipsecfast.acl import (
     ANY_WILDCARD,
-    Action,
     AccessList,
     Ace,
+    Action,
     AddressMatch,
     PacketFields,
     PortMatch,
