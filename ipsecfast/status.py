@@ -28,6 +28,9 @@ class Status(IntEnum):
     BAD_LENGTH = 12  # ciphertext not a multiple of the cipher block / misaligned
     FRAGMENT = 13  # an IP fragment of ESP/AH; reassembly is not done here
     INTERNAL = 14  # OpenSSL returned an error for this packet
+    ECN_DROP = 15  # tunnel decap: outer CE over a Not-ECT inner packet (RFC 6040 §4.2)
+    IV_EXHAUSTED = 16  # the per-SA counter IV would repeat (GCM/GMAC/ChaCha/CCM/CTR)
+    BAD_INNER_PACKET = 17  # tunnel decap: the decrypted payload is not an IPv4 packet
     # --- policy (router), 32 and up ---
     NO_SA = 32
 

@@ -1,0 +1,71 @@
+"""Type stubs for the compiled ESP / AH core (src/_esp.pyx)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+STATUS_CODES: dict[str, int]
+MODE_IDS: dict[str, int]
+OVERHEAD: int
+
+class SaCore:
+    closed: bool
+    def __init__(
+        self,
+        protocol: int,
+        cipher: int,
+        auth: int,
+        cipher_key: bytes,
+        auth_key: bytes,
+        icv_len: int,
+        spi: int,
+        esn: bool = ...,
+        local: int = ...,
+        peer: int = ...,
+        replay_window: int = ...,
+        seq: int = ...,
+        iv_next: int = ...,
+        ip_id: int = ...,
+    ) -> None: ...
+    def close(self) -> None: ...
+    def key_material_wiped(self) -> bool: ...
+    seq: int
+    rx_top: int
+    @property
+    def iv_next(self) -> int: ...
+    @property
+    def ip_id(self) -> int: ...
+    @property
+    def iv_length(self) -> int: ...
+    @property
+    def overhead(self) -> int: ...
+    def counters(self) -> tuple[int, int, int, int, list[int]]: ...
+    def encapsulate(
+        self,
+        buf: npt.NDArray[np.uint8],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        out: npt.NDArray[np.uint8],
+        out_offsets: npt.NDArray[np.int64],
+        out_lengths: npt.NDArray[np.int64],
+        status: npt.NDArray[np.uint8],
+        ivs: npt.NDArray[np.uint8],
+        mode: int,
+        random_iv: bool = ...,
+        next_header: int = ...,
+    ) -> int: ...
+    def decapsulate(
+        self,
+        buf: npt.NDArray[np.uint8],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        out: npt.NDArray[np.uint8],
+        out_offsets: npt.NDArray[np.int64],
+        out_lengths: npt.NDArray[np.int64],
+        status: npt.NDArray[np.uint8],
+        mode: int,
+        next_headers: npt.NDArray[np.uint8] | None = ...,
+    ) -> int: ...
+
+def hmac(auth: int, key: Any, data: Any, out_len: int) -> bytes: ...

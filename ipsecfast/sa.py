@@ -1,0 +1,332 @@
+"""SecurityAssociation and SaBundle: the thin Python facade over the compiled ESP / AH core.
+
+An SA is one direction-agnostic keyed context (``src/_esp.pyx``): ``encapsulate`` uses the
+outbound sequence counter, ``decapsulate`` the inbound anti-replay window. Everything is
+validated here, before any C call (key / ICV lengths, addresses, window size); a bad
+*packet* never raises, it gets a per-packet ``Status``.
+
+``SaBundle`` is AH+ESP (DESIGN.md §Transforms: "ESP is applied first, AH outside it"):
+ESP in its own mode, then AH in transport mode over the result.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _esp
+from .exceptions import UnsupportedTransform
+from .packets import PacketBatch
+from .status import Status, status_counts
+from .transform import AuthAlg, CipherAlg, Transforms, parse_transforms
+
+__all__ = ["SecurityAssociation", "SaBundle", "SaResult"]
+
+Protocol = Literal["esp", "ah"]
+Mode = Literal["tunnel", "transport"]
+
+_PROTO_NUMBER = {"esp": 50, "ah": 51}
+_MAX_WINDOW = 1024
+_KeyLike = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class SaResult:
+    """Per-packet output of a batch call: ``packets`` aligned 1:1 with the input (a failed
+    packet has length 0) and ``status`` (uint8, 0 = ok, else a ``Status`` code)."""
+
+    packets: PacketBatch
+    status: npt.NDArray[np.uint8]
+
+    @property
+    def ok(self) -> npt.NDArray[np.bool_]:
+        return self.status == 0
+
+    @property
+    def all_ok(self) -> bool:
+        return bool(np.all(self.status == 0))
+
+    def counts(self) -> dict[str, int]:
+        """Packets per status label, e.g. ``{"ok": 98, "replay": 2}``."""
+        return status_counts(self.status)
+
+
+def _ipv4(value: str | int | ipaddress.IPv4Address | None, name: str) -> int:
+    if value is None:
+        return 0
+    try:
+        return int(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError) as err:
+        raise ValueError(f"{name} must be an IPv4 address, not {value!r}") from err
+
+
+def _key(value: _KeyLike | None, name: str, expected: int, what: str) -> bytes:
+    if value is None:
+        value = b""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    key = bytes(value)
+    if len(key) != expected:
+        if expected == 0:
+            raise ValueError(f"{what} takes no {name}")
+        raise ValueError(f"{name} for {what} must be {expected} bytes, got {len(key)}")
+    return key
+
+
+class SecurityAssociation:
+    """One IPsec SA (ESP or AH) over the compiled core.
+
+    ``transforms`` is a Cisco transform set (``"esp-aes 256 esp-sha-hmac"``, a list of
+    names, or a ``Transforms``); the SA uses the parts of its protocol. For GCM / GMAC /
+    ChaCha20-Poly1305 ``cipher_key`` is key || 4-byte salt, AES-CTR key || 4-byte nonce,
+    AES-CCM key || 3-byte salt; an AH SA takes its key as ``auth_key``. ``seq`` is the last
+    sequence number used (the first packet carries ``seq + 1``).
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        spi: int,
+        transforms: str | Sequence[str] | Transforms,
+        cipher_key: _KeyLike | None = None,
+        auth_key: _KeyLike | None = None,
+        mode: Mode = "tunnel",
+        local: str | int | ipaddress.IPv4Address | None = None,
+        peer: str | int | ipaddress.IPv4Address | None = None,
+        replay_window: int = 64,
+        esn: bool = False,
+        seq: int = 0,
+        *,
+        _fixed_iv: bytes | None = None,
+        _iv_counter: int | None = None,
+        _ip_id: int = 0,
+        _icv_length: int | None = None,
+    ) -> None:
+        if protocol not in _PROTO_NUMBER:
+            raise ValueError(f"protocol must be 'esp' or 'ah', not {protocol!r}")
+        if mode not in ("tunnel", "transport"):
+            raise ValueError(f"mode must be 'tunnel' or 'transport', not {mode!r}")
+        if isinstance(spi, bool) or not isinstance(spi, (int, np.integer)):
+            raise TypeError("spi must be an int")
+        if not 1 <= int(spi) <= 0xFFFFFFFF:
+            raise ValueError("spi must be 1..4294967295 (0 is reserved, RFC 4303 §2.1)")
+        if isinstance(replay_window, bool) or not 0 <= int(replay_window) <= _MAX_WINDOW:
+            raise ValueError(f"replay_window must be 0..{_MAX_WINDOW} (0 disables anti-replay)")
+        ts = transforms if isinstance(transforms, Transforms) else parse_transforms(transforms)
+        esn = bool(esn)
+        max_seq = 0xFFFFFFFFFFFFFFFF if esn else 0xFFFFFFFF
+        if not 0 <= int(seq) <= max_seq:
+            raise ValueError(f"seq must be 0..{max_seq}")
+        self.protocol: Protocol = protocol
+        self.spi = int(spi)
+        self.transforms = ts
+        self.mode: Mode = mode
+        self.esn = esn
+        self.replay_window = int(replay_window)
+        self.local = _ipv4(local, "local")
+        self.peer = _ipv4(peer, "peer")
+        if mode == "tunnel" and (self.local == 0 or self.peer == 0):
+            raise ValueError("tunnel mode needs local and peer IPv4 addresses")
+
+        cipher = CipherAlg.NULL
+        auth = AuthAlg.NONE
+        if protocol == "esp":
+            if not ts.has_esp:
+                raise UnsupportedTransform(f"transform set {ts} has no ESP transform")
+            cipher = ts.cipher
+            auth = ts.esp_integrity
+            what = " ".join(str(t) for t in (ts.esp_cipher, ts.esp_auth) if t is not None)
+            ckey = _key(cipher_key, "cipher_key", ts.cipher_key_length, what)
+            akey = _key(auth_key, "auth_key", ts.auth_key_length, what)
+            icv = ts.esp_icv_length
+            iv_len = ts.esp_cipher.iv_length if ts.esp_cipher else 0
+        else:
+            if ts.ah is None:
+                raise UnsupportedTransform(f"transform set {ts} has no AH transform")
+            auth = ts.ah.auth
+            if cipher_key:
+                raise ValueError("an AH SA takes its key as auth_key, not cipher_key")
+            ckey = b""
+            akey = _key(auth_key, "auth_key", ts.ah_key_length, str(ts.ah))
+            icv = ts.ah.icv_length
+            iv_len = 0
+        if _icv_length is not None:
+            if cipher != CipherAlg.AES_CCM or _icv_length not in (8, 12, 16):
+                raise ValueError("only AES-CCM takes an ICV length of 8, 12 or 16")
+            icv = _icv_length
+        self._counter_iv = cipher in (CipherAlg.AES_GCM, CipherAlg.AES_GMAC,
+                                      CipherAlg.CHACHA20_POLY1305, CipherAlg.AES_CCM,
+                                      CipherAlg.AES_CTR)
+        self._cbc_iv_len = 0 if self._counter_iv else iv_len
+        self._fixed_iv: bytes | None = None
+        if _fixed_iv is not None:
+            # Test hook (known-answer vectors): every packet gets this CBC IV.
+            if len(_fixed_iv) != self._cbc_iv_len or self._cbc_iv_len == 0:
+                raise ValueError(f"_fixed_iv must be {self._cbc_iv_len} bytes of a CBC IV")
+            self._fixed_iv = bytes(_fixed_iv)
+        iv_next = 1 if _iv_counter is None else int(_iv_counter)
+        if not 0 <= iv_next <= 0xFFFFFFFFFFFFFFFF:
+            raise ValueError("_iv_counter must be a 64-bit unsigned value")
+        self._lock = threading.Lock()
+        self._core = _esp.SaCore(
+            _PROTO_NUMBER[protocol], int(cipher), int(auth), ckey, akey, int(icv), self.spi,
+            esn, self.local, self.peer, self.replay_window, int(seq), iv_next, int(_ip_id),
+        )
+        self._mode_id = _esp.MODE_IDS[mode]
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The last outbound sequence number used (0 before the first packet)."""
+        return int(self._core.seq)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._core.closed)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Packets / bytes encapsulated and decapsulated, and drops per ``Status`` label."""
+        enc_p, enc_b, dec_p, dec_b, per_status = self._core.counters()
+        out = {
+            "packets_encapsulated": int(enc_p),
+            "bytes_encapsulated": int(enc_b),
+            "packets_decapsulated": int(dec_p),
+            "bytes_decapsulated": int(dec_b),
+        }
+        for st in Status:
+            if 0 < st < 32:
+                out[st.label] = int(per_status[st])
+        return out
+
+    def close(self) -> None:
+        """Free the keyed OpenSSL contexts (cleansed) and wipe the salt; the SA is unusable
+        afterwards."""
+        with self._lock:
+            self._core.close()
+
+    def __enter__(self) -> SecurityAssociation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return (f"SecurityAssociation({self.protocol} spi=0x{self.spi:08x} "
+                f"'{self.transforms}' {self.mode} seq={self.seq}"
+                f"{' esn' if self.esn else ''}{state})")
+
+    # -- batches -------------------------------------------------------------------------
+    def encapsulate(self, batch: PacketBatch) -> SaResult:
+        """Protect every packet of ``batch`` (IPv4 packets)."""
+        return self._encapsulate(batch, self._mode_id, 4)
+
+    def decapsulate(self, batch: PacketBatch) -> SaResult:
+        """Verify and open every packet (tunnel: the inner packet; transport: the original)."""
+        return self._decapsulate(batch, self._mode_id)[0]
+
+    def _encapsulate(self, batch: PacketBatch, mode_id: int, next_header: int) -> SaResult:
+        n = len(batch)
+        cap = int(batch.lengths.sum()) + n * int(_esp.OVERHEAD)
+        out = np.empty(cap, dtype=np.uint8)
+        off = np.empty(n, dtype=np.int64)
+        lens = np.empty(n, dtype=np.int64)
+        status = np.empty(n, dtype=np.uint8)
+        random_iv = self._fixed_iv is None
+        if self._cbc_iv_len and self.protocol == "esp":
+            if random_iv:
+                ivs = np.empty(n * self._cbc_iv_len, dtype=np.uint8)
+            else:
+                assert self._fixed_iv is not None
+                ivs = np.tile(np.frombuffer(self._fixed_iv, dtype=np.uint8), n)
+        else:
+            ivs = np.empty(0, dtype=np.uint8)
+        with self._lock:
+            used = self._core.encapsulate(batch.buffer, batch.offsets, batch.lengths, out, off,
+                                          lens, status, ivs, mode_id, random_iv, next_header)
+        return SaResult(PacketBatch(out[:used], off, lens), status)
+
+    def _decapsulate(
+        self, batch: PacketBatch, mode_id: int
+    ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+        n = len(batch)
+        cap = int(batch.lengths.sum())
+        out = np.empty(cap, dtype=np.uint8)
+        off = np.empty(n, dtype=np.int64)
+        lens = np.empty(n, dtype=np.int64)
+        status = np.empty(n, dtype=np.uint8)
+        nhs = np.zeros(n, dtype=np.uint8)
+        with self._lock:
+            used = self._core.decapsulate(batch.buffer, batch.offsets, batch.lengths, out, off,
+                                          lens, status, mode_id, nhs)
+        return SaResult(PacketBatch(out[:used], off, lens), status), nhs
+
+    # ESP-only entry points (SPI .. ICV, no IP header) for known-answer vectors.
+    def _esp_payload_encapsulate(self, batch: PacketBatch, next_header: int) -> SaResult:
+        if self.protocol != "esp":
+            raise ValueError("ESP payload mode is for ESP SAs")
+        return self._encapsulate(batch, _esp.MODE_IDS["raw"], next_header)
+
+    def _esp_payload_decapsulate(
+        self, batch: PacketBatch
+    ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+        if self.protocol != "esp":
+            raise ValueError("ESP payload mode is for ESP SAs")
+        return self._decapsulate(batch, _esp.MODE_IDS["raw"])
+
+
+class SaBundle:
+    """AH+ESP: ``encapsulate`` applies ESP (in its mode), then AH in transport mode over the
+    result, so AH is outside (DESIGN.md §Transforms); ``decapsulate`` reverses it.
+
+    A packet that fails a stage keeps that stage's status (length 0 from then on)."""
+
+    def __init__(self, esp_sa: SecurityAssociation, ah_sa: SecurityAssociation) -> None:
+        if esp_sa.protocol != "esp" or ah_sa.protocol != "ah":
+            raise ValueError("SaBundle takes an ESP SA and an AH SA, in that order")
+        self.esp = esp_sa
+        self.ah = ah_sa
+
+    def encapsulate(self, batch: PacketBatch) -> SaResult:
+        first = self.esp.encapsulate(batch)
+        return _chain(first, lambda b: self.ah._encapsulate(b, _esp.MODE_IDS["transport"], 4))
+
+    def decapsulate(self, batch: PacketBatch) -> SaResult:
+        first = self.ah._decapsulate(batch, _esp.MODE_IDS["transport"])[0]
+        return _chain(first, self.esp.decapsulate)
+
+    @property
+    def seq(self) -> int:
+        return self.esp.seq
+
+    def close(self) -> None:
+        self.esp.close()
+        self.ah.close()
+
+    def __repr__(self) -> str:
+        return f"SaBundle({self.esp!r}, {self.ah!r})"
+
+
+def _chain(first: SaResult, stage: Callable[[PacketBatch], SaResult]) -> SaResult:
+    """Run ``stage`` on the packets that passed ``first``; a packet that failed keeps the
+    first stage's status and is not shown to (or counted by) the second SA."""
+    ok = first.status == 0
+    if bool(ok.all()):
+        return stage(first.packets)
+    idx = np.nonzero(ok)[0]
+    second = stage(first.packets[idx])
+    n = len(first.status)
+    status = first.status.copy()
+    status[idx] = second.status
+    off = np.zeros(n, dtype=np.int64)
+    lens = np.zeros(n, dtype=np.int64)
+    off[idx] = second.packets.offsets
+    lens[idx] = second.packets.lengths
+    return SaResult(PacketBatch(second.packets.buffer, off, lens), status)

@@ -1,0 +1,1220 @@
+# cython: language_level=3
+"""Compiled ESP / AH core: one SA's keys, counters and replay window, and batch
+encapsulate / decapsulate over OpenSSL EVP without the GIL.
+
+Knows bytes, keys and counters only (no IOS semantics). Algorithm ids equal
+``ipsecfast.transform.CipherAlg`` / ``AuthAlg``; status codes equal
+``ipsecfast.status.Status`` (tests/test_sa.py checks both).
+
+Layout of the batch calls: inputs are ``const`` memoryviews of a PacketBatch
+(buffer, offsets, lengths); outputs are preallocated by the caller. The loop runs in
+``with nogil`` and calls ``noexcept nogil`` helpers that return a status per packet;
+output packets are written back to back (a failed one gets length 0 and its slot is
+zeroed, so no partial plaintext is left behind).
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, UINT32_MAX, UINT64_MAX
+from libc.string cimport memcpy, memset
+
+cimport openssl as ssl
+
+from ipsecfast.exceptions import InternalError, UnsupportedTransform
+
+# --- ids, equal to transform.CipherAlg / AuthAlg ------------------------------------
+cdef enum:
+    C_NULL = 0
+    C_DES_CBC = 1
+    C_TDES_CBC = 2
+    C_AES_CBC = 3
+    C_AES_CTR = 4
+    C_AES_GCM = 5
+    C_AES_GMAC = 6
+    C_CHACHA20_POLY1305 = 7
+    C_AES_CCM = 8
+
+cdef enum:
+    A_NONE = 0
+    A_HMAC_MD5_96 = 1
+    A_HMAC_SHA1_96 = 2
+    A_HMAC_SHA256_128 = 3
+    A_HMAC_SHA384_192 = 4
+    A_HMAC_SHA512_256 = 5
+
+# --- status codes, equal to status.Status ---------------------------------------------
+cdef enum:
+    ST_OK = 0
+    ST_TRUNCATED = 1
+    ST_BAD_IP_HEADER = 2
+    ST_BAD_PROTOCOL = 3
+    ST_BAD_SPI = 4
+    ST_REPLAY = 5
+    ST_OUTSIDE_WINDOW = 6
+    ST_ICV_MISMATCH = 7
+    ST_BAD_PADDING = 8
+    ST_BAD_NEXT_HEADER = 9
+    ST_SEQ_EXHAUSTED = 10
+    ST_TOO_BIG = 11
+    ST_BAD_LENGTH = 12
+    ST_FRAGMENT = 13
+    ST_INTERNAL = 14
+    ST_ECN_DROP = 15
+    ST_IV_EXHAUSTED = 16
+    ST_BAD_INNER_PACKET = 17
+    ST_NCODES = 32
+
+cdef enum:
+    PROTO_IPIP = 4
+    PROTO_ESP = 50
+    PROTO_AH = 51
+    PROTO_NONE = 59       # RFC 4303 §2.6: dummy packet, discarded
+    MODE_TUNNEL = 0
+    MODE_TRANSPORT = 1
+    MODE_RAW = 2          # ESP bytes only (SPI .. ICV) <-> payload; for known-answer tests
+    MAX_WINDOW = 1024
+    MAX_ICV = 32
+
+STATUS_CODES = {
+    "OK": ST_OK, "TRUNCATED": ST_TRUNCATED, "BAD_IP_HEADER": ST_BAD_IP_HEADER,
+    "BAD_PROTOCOL": ST_BAD_PROTOCOL, "BAD_SPI": ST_BAD_SPI, "REPLAY": ST_REPLAY,
+    "OUTSIDE_WINDOW": ST_OUTSIDE_WINDOW, "ICV_MISMATCH": ST_ICV_MISMATCH,
+    "BAD_PADDING": ST_BAD_PADDING, "BAD_NEXT_HEADER": ST_BAD_NEXT_HEADER,
+    "SEQ_EXHAUSTED": ST_SEQ_EXHAUSTED, "TOO_BIG": ST_TOO_BIG, "BAD_LENGTH": ST_BAD_LENGTH,
+    "FRAGMENT": ST_FRAGMENT, "INTERNAL": ST_INTERNAL, "ECN_DROP": ST_ECN_DROP,
+    "IV_EXHAUSTED": ST_IV_EXHAUSTED, "BAD_INNER_PACKET": ST_BAD_INNER_PACKET,
+}
+MODE_IDS = {"tunnel": MODE_TUNNEL, "transport": MODE_TRANSPORT, "raw": MODE_RAW}
+# Worst-case growth of one packet by encapsulation: outer IPv4 20 + ESP 8 + IV 16 +
+# padding 15 + trailer 2 + ICV 32 (AH: 20 + 12 + 32). The caller sizes its buffer with it.
+cdef enum:
+    MAX_OVERHEAD = 96
+OVERHEAD = MAX_OVERHEAD
+
+
+# One SA's state: plain C so that nogil helpers take a pointer to it.
+ctypedef struct Sa:
+    int proto                    # 50 ESP / 51 AH
+    int cipher                   # C_* id
+    int auth                     # A_* id (ESP integrity or AH)
+    int iv_len                   # bytes of IV on the wire (0, 8, 16)
+    int align                    # ESP payload+trailer is a multiple of this (>= 4)
+    int icv_len                  # bytes of ICV on the wire (AH: before 32-bit padding)
+    int salt_len                 # 0, 3 (CCM) or 4
+    int counter_iv               # IV from iv_next (CTR / GCM / GMAC / ChaCha / CCM)
+    int esn                      # RFC 4304 extended sequence numbers
+    uint32_t spi
+    uint32_t local               # tunnel source (host order)
+    uint32_t peer                # tunnel destination (host order)
+    uint64_t seq                 # last outbound sequence number used
+    uint64_t iv_next             # next counter IV; UINT64_MAX = exhausted
+    uint16_t ip_id               # next outer IP ID (tunnel mode)
+    uint64_t rx_top              # highest authenticated inbound sequence number (T)
+    int window                   # anti-replay window in packets, 0 = off
+    uint64_t bitmap[16]          # bit k = sequence number rx_top - k seen
+    uint8_t salt[4]
+    ssl.EVP_CIPHER_CTX *enc      # keyed once, encrypt direction
+    ssl.EVP_CIPHER_CTX *dec      # keyed once, decrypt direction
+    ssl.EVP_MD_CTX *ictx         # HMAC: hash state after key ^ ipad
+    ssl.EVP_MD_CTX *octx         # HMAC: hash state after key ^ opad
+    ssl.EVP_MD_CTX *work         # scratch copy for one packet
+    uint64_t counts[32]          # packets per status code (index 0 unused)
+    uint64_t enc_packets
+    uint64_t enc_bytes
+    uint64_t dec_packets
+    uint64_t dec_bytes
+
+
+# --- byte helpers ------------------------------------------------------------------------
+cdef inline uint32_t be16(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline void put16(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+cdef inline void put32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v >> 24
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+cdef inline void put64(uint8_t *p, uint64_t v) noexcept nogil:
+    put32(p, <uint32_t>(v >> 32))
+    put32(p + 4, <uint32_t>v)
+
+cdef inline uint32_t ip_checksum(const uint8_t *h, int n) noexcept nogil:
+    # RFC 1071 over the header, checksum field included (set it to 0 first).
+    cdef uint32_t acc = 0
+    cdef int i
+    for i in range(0, n - 1, 2):
+        acc += (<uint32_t>h[i] << 8) | h[i + 1]
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return (~acc) & 0xFFFF
+
+cdef inline void set_checksum(uint8_t *h, int ihl) noexcept nogil:
+    h[10] = 0
+    h[11] = 0
+    put16(h + 10, ip_checksum(h, ihl))
+
+
+cdef int parse_ipv4(const uint8_t *p, int64_t plen, int *ihl, int *tot) noexcept nogil:
+    """Version, IHL and total length of an IPv4 header against the packet's length."""
+    if plen < 20:
+        return ST_TRUNCATED
+    if (p[0] >> 4) != 4:
+        return ST_BAD_IP_HEADER
+    ihl[0] = (p[0] & 0x0F) * 4
+    tot[0] = be16(p + 2)
+    if ihl[0] < 20:
+        return ST_BAD_IP_HEADER
+    if ihl[0] > plen:
+        return ST_TRUNCATED
+    if tot[0] < ihl[0] or tot[0] > plen:
+        return ST_BAD_IP_HEADER
+    return ST_OK
+
+
+cdef inline int is_fragment(const uint8_t *p) noexcept nogil:
+    return (be16(p + 6) & 0x3FFF) != 0      # MF or a fragment offset
+
+
+cdef void build_outer(Sa *s, uint8_t *o, const uint8_t *inner, int total, int proto) noexcept nogil:
+    """Fresh outer IPv4 header local -> peer (RFC 4303 §3.1.2 / RFC 4301 §5.1.2.1)."""
+    o[0] = 0x45
+    o[1] = inner[1]                 # DSCP copied; ECN copied (RFC 6040 §4.1 normal mode)
+    put16(o + 2, total)
+    put16(o + 4, s.ip_id)
+    o[6] = inner[6] & 0x40          # DF copied, MF / offset not
+    o[7] = 0
+    o[8] = 64                       # TTL
+    o[9] = proto
+    put32(o + 12, s.local)
+    put32(o + 16, s.peer)
+    set_checksum(o, 20)
+
+
+cdef int ecn_decap(uint8_t outer_tos, uint8_t *inner, int inner_ihl) noexcept nogil:
+    """RFC 6040 §4.2 decapsulation (normal mode), inner header fixed up in place."""
+    cdef int o = outer_tos & 3
+    cdef int i = inner[1] & 3
+    cdef int new = i
+    if o == 3:                       # outer CE
+        if i == 0:
+            return ST_ECN_DROP       # Not-ECT inner: drop
+        new = 3
+    elif o == 1 and i == 2:          # outer ECT(1), inner ECT(0) -> ECT(1)
+        new = 1
+    if new != i:
+        inner[1] = (inner[1] & 0xFC) | new
+        set_checksum(inner, inner_ihl)
+    return ST_OK
+
+
+# --- anti-replay (RFC 4303 §3.4.3, Appendix A) ---------------------------------------------
+cdef int seq_infer(Sa *s, uint32_t seql, uint64_t *full) noexcept nogil:
+    """The 64-bit sequence number of an inbound packet (RFC 4303 Appendix A2.2)."""
+    cdef uint64_t w
+    cdef uint32_t th, tl, seqh
+    if not s.esn:
+        full[0] = seql
+        return ST_OK
+    w = <uint64_t>s.window if s.window > 0 else 64
+    th = <uint32_t>(s.rx_top >> 32)
+    tl = <uint32_t>s.rx_top
+    if tl >= w - 1:                                  # case A
+        if seql >= tl - <uint32_t>(w - 1):
+            seqh = th
+        else:
+            if th == UINT32_MAX:
+                return ST_OUTSIDE_WINDOW
+            seqh = th + 1
+    else:                                            # case B: window spans a wrap
+        if seql >= <uint32_t>(tl - <uint32_t>(w - 1)):
+            if th == 0:
+                return ST_OUTSIDE_WINDOW
+            seqh = th - 1
+        else:
+            seqh = th
+    full[0] = (<uint64_t>seqh << 32) | seql
+    return ST_OK
+
+
+cdef int replay_check(Sa *s, uint64_t seq) noexcept nogil:
+    cdef uint64_t diff
+    if s.window <= 0:
+        return ST_OK
+    if seq == 0:
+        return ST_OUTSIDE_WINDOW                     # never sent (RFC 4303 §3.3.3)
+    if seq > s.rx_top:
+        return ST_OK
+    diff = s.rx_top - seq
+    if diff >= <uint64_t>s.window:
+        return ST_OUTSIDE_WINDOW
+    if (s.bitmap[diff >> 6] >> (diff & 63)) & 1:
+        return ST_REPLAY
+    return ST_OK
+
+
+cdef void replay_update(Sa *s, uint64_t seq) noexcept nogil:
+    """Advance the window; only called once the packet is fully verified."""
+    cdef uint64_t shift, diff
+    cdef int nwords, i, j, ws, bs
+    cdef uint64_t v
+    if seq > s.rx_top:
+        shift = seq - s.rx_top
+        s.rx_top = seq
+        if s.window <= 0:
+            return
+        nwords = (s.window + 63) >> 6
+        if shift >= <uint64_t>s.window:
+            for i in range(nwords):
+                s.bitmap[i] = 0
+        else:
+            ws = <int>(shift >> 6)
+            bs = <int>(shift & 63)
+            for i in range(nwords - 1, -1, -1):
+                v = 0
+                j = i - ws
+                if j >= 0:
+                    v = s.bitmap[j] << bs
+                    if bs and j >= 1:
+                        v |= s.bitmap[j - 1] >> (64 - bs)
+                s.bitmap[i] = v
+        s.bitmap[0] |= 1
+    elif s.window > 0:
+        diff = s.rx_top - seq
+        s.bitmap[diff >> 6] |= (<uint64_t>1) << (diff & 63)
+
+
+# --- HMAC from precomputed inner / outer states (RFC 2104) -------------------------------
+cdef inline int hmac_begin(Sa *s) noexcept nogil:
+    return ssl.EVP_MD_CTX_copy_ex(s.work, s.ictx)
+
+cdef inline int hmac_update(Sa *s, const void *p, size_t n) noexcept nogil:
+    if n == 0:
+        return 1
+    return ssl.EVP_DigestUpdate(s.work, p, n)
+
+cdef int hmac_finish(Sa *s, uint8_t *mac) noexcept nogil:
+    cdef uint8_t inner[64]
+    cdef unsigned int n = 0
+    if ssl.EVP_DigestFinal_ex(s.work, inner, &n) != 1:
+        return 0
+    if ssl.EVP_MD_CTX_copy_ex(s.work, s.octx) != 1:
+        return 0
+    if ssl.EVP_DigestUpdate(s.work, inner, n) != 1:
+        return 0
+    return ssl.EVP_DigestFinal_ex(s.work, mac, &n)
+
+
+# --- ESP cipher operations ---------------------------------------------------------------
+cdef inline int esp_aad(Sa *s, const uint8_t *esp, uint32_t seq_hi, uint8_t *aad) noexcept nogil:
+    """AAD of the AEAD transforms: SPI || seq, or SPI || seq_hi || seq_lo with ESN
+    (RFC 4106 §5, RFC 4309 §5, RFC 7634 §2.1, RFC 4543 §3.3)."""
+    memcpy(aad, esp, 4)
+    if s.esn:
+        put32(aad + 4, seq_hi)
+        memcpy(aad + 8, esp + 4, 4)
+        return 12
+    memcpy(aad + 4, esp + 4, 4)
+    return 8
+
+cdef inline void esp_nonce(Sa *s, const uint8_t *iv, uint8_t *nonce) noexcept nogil:
+    # GCM / GMAC / ChaCha: salt(4) || IV(8) (RFC 4106 §4); CCM: salt(3) || IV(8) (RFC 4309 §4);
+    # CTR: nonce(4) || IV(8) || block counter 1 (RFC 3686 §4).
+    memcpy(nonce, s.salt, s.salt_len)
+    memcpy(nonce + s.salt_len, iv, 8)
+    if s.cipher == C_AES_CTR:
+        put32(nonce + 12, 1)
+
+
+cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil:
+    """Encrypt esp[8+iv : 8+iv+clen] in place and write the ICV after it."""
+    cdef uint8_t *iv = esp + 8
+    cdef uint8_t *body = iv + s.iv_len
+    cdef uint8_t *icv = body + clen
+    cdef uint8_t nonce[16]
+    cdef uint8_t aad[12]
+    cdef uint8_t mac[64]
+    cdef uint8_t hi[4]
+    cdef int n = 0, alen
+    cdef ssl.EVP_CIPHER_CTX *c = s.enc
+    if s.cipher == C_AES_CBC or s.cipher == C_TDES_CBC or s.cipher == C_DES_CBC:
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, 1) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1 or n != clen:
+            return ST_INTERNAL
+    elif s.cipher == C_AES_CTR:
+        esp_nonce(s, iv, nonce)
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1:
+            return ST_INTERNAL
+    elif s.cipher != C_NULL:
+        esp_nonce(s, iv, nonce)
+        alen = esp_aad(s, esp, seq_hi, aad)
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1:
+            return ST_INTERNAL
+        if s.cipher == C_AES_CCM:
+            if ssl.EVP_CipherUpdate(c, NULL, &n, NULL, clen) != 1:
+                return ST_INTERNAL
+        if ssl.EVP_CipherUpdate(c, NULL, &n, aad, alen) != 1:
+            return ST_INTERNAL
+        if s.cipher == C_AES_GMAC:
+            # RFC 4543 §3.3: IV, payload and trailer are authenticated, not encrypted
+            if ssl.EVP_CipherUpdate(c, NULL, &n, iv, s.iv_len + clen) != 1:
+                return ST_INTERNAL
+        else:
+            if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1:
+                return ST_INTERNAL
+        if ssl.EVP_CipherFinal_ex(c, nonce, &n) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_GET_TAG, s.icv_len, icv) != 1:
+            return ST_INTERNAL
+        return ST_OK
+    if s.auth != A_NONE:
+        # RFC 4303 §2.8: ICV over SPI .. trailer; ESN high bits appended (§2.2.1)
+        if hmac_begin(s) != 1 or hmac_update(s, esp, 8 + s.iv_len + clen) != 1:
+            return ST_INTERNAL
+        if s.esn:
+            put32(hi, seq_hi)
+            if hmac_update(s, hi, 4) != 1:
+                return ST_INTERNAL
+        if hmac_finish(s, mac) != 1:
+            return ST_INTERNAL
+        memcpy(icv, mac, s.icv_len)
+    return ST_OK
+
+
+cdef int esp_open(Sa *s, const uint8_t *esp, int clen, uint8_t *dst, uint32_t seq_hi) noexcept nogil:
+    """Verify the ICV (HMAC first, RFC 4303 §3.4.4) then decrypt into dst[0:clen]."""
+    cdef const uint8_t *iv = esp + 8
+    cdef const uint8_t *body = iv + s.iv_len
+    cdef const uint8_t *icv = body + clen
+    cdef uint8_t nonce[16]
+    cdef uint8_t aad[12]
+    cdef uint8_t mac[64]
+    cdef uint8_t hi[4]
+    cdef uint8_t tag[16]
+    cdef int n = 0, alen
+    cdef ssl.EVP_CIPHER_CTX *c = s.dec
+    if s.auth != A_NONE:
+        if hmac_begin(s) != 1 or hmac_update(s, esp, 8 + s.iv_len + clen) != 1:
+            return ST_INTERNAL
+        if s.esn:
+            put32(hi, seq_hi)
+            if hmac_update(s, hi, 4) != 1:
+                return ST_INTERNAL
+        if hmac_finish(s, mac) != 1:
+            return ST_INTERNAL
+        if ssl.CRYPTO_memcmp(mac, icv, s.icv_len) != 0:
+            return ST_ICV_MISMATCH
+    if s.cipher == C_NULL:
+        memcpy(dst, body, clen)
+    elif s.cipher == C_AES_CBC or s.cipher == C_TDES_CBC or s.cipher == C_DES_CBC:
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, 0) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1 or n != clen:
+            return ST_INTERNAL
+    elif s.cipher == C_AES_CTR:
+        esp_nonce(s, iv, nonce)
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 0) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1:
+            return ST_INTERNAL
+    else:
+        esp_nonce(s, iv, nonce)
+        alen = esp_aad(s, esp, seq_hi, aad)
+        memcpy(tag, icv, s.icv_len)
+        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 0) != 1:
+            return ST_INTERNAL
+        if s.cipher == C_AES_CCM:
+            # RFC 4309: the tag is needed before the data; a wrong tag fails the update
+            if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, s.icv_len, tag) != 1:
+                return ST_INTERNAL
+            if ssl.EVP_CipherUpdate(c, NULL, &n, NULL, clen) != 1:
+                return ST_INTERNAL
+            if ssl.EVP_CipherUpdate(c, NULL, &n, aad, alen) != 1:
+                return ST_INTERNAL
+            if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1:
+                ssl.ERR_clear_error()
+                return ST_ICV_MISMATCH
+            return ST_OK
+        if ssl.EVP_CipherUpdate(c, NULL, &n, aad, alen) != 1:
+            return ST_INTERNAL
+        if s.cipher == C_AES_GMAC:
+            if ssl.EVP_CipherUpdate(c, NULL, &n, iv, s.iv_len + clen) != 1:
+                return ST_INTERNAL
+        else:
+            if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1:
+                return ST_INTERNAL
+        if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, s.icv_len, tag) != 1:
+            return ST_INTERNAL
+        if ssl.EVP_CipherFinal_ex(c, nonce, &n) != 1:
+            ssl.ERR_clear_error()
+            return ST_ICV_MISMATCH
+        if s.cipher == C_AES_GMAC:
+            memcpy(dst, body, clen)
+    return ST_OK
+
+
+cdef int next_seq(Sa *s, uint64_t *seq) noexcept nogil:
+    # RFC 4303 §3.3.3: the counter never cycles; the SA stops sending instead.
+    if s.esn:
+        if s.seq == UINT64_MAX:
+            return ST_SEQ_EXHAUSTED
+    elif s.seq >= UINT32_MAX:
+        return ST_SEQ_EXHAUSTED
+    if s.counter_iv and s.iv_next == UINT64_MAX:
+        return ST_IV_EXHAUSTED
+    seq[0] = s.seq + 1
+    return ST_OK
+
+
+cdef int esp_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int64_t cap,
+                       int64_t *olen, int mode, int raw_nh, const uint8_t *cbc_iv) noexcept nogil:
+    cdef int ihl = 0, tot = 0, r, hdr, paylen, padded, padlen, k, nh
+    cdef int64_t total
+    cdef const uint8_t *payload
+    cdef uint8_t *esp
+    cdef uint8_t *body
+    cdef uint64_t seq = 0
+    if mode == MODE_RAW:
+        payload = pkt
+        paylen = <int>plen if plen < 65536 else 65536
+        if plen >= 65536:
+            return ST_TOO_BIG
+        nh = raw_nh
+        hdr = 0
+    else:
+        r = parse_ipv4(pkt, plen, &ihl, &tot)
+        if r != ST_OK:
+            return r
+        if mode == MODE_TUNNEL:
+            payload = pkt
+            paylen = tot
+            nh = PROTO_IPIP
+            hdr = 20
+        else:
+            if is_fragment(pkt):
+                return ST_FRAGMENT              # transport mode protects whole datagrams
+            payload = pkt + ihl
+            paylen = tot - ihl
+            nh = pkt[9]
+            hdr = ihl
+    r = next_seq(s, &seq)
+    if r != ST_OK:
+        return r
+    # RFC 4303 §2.4: pad so that payload + 2 fills the cipher block and a 4-byte boundary
+    padded = (paylen + 2 + s.align - 1) // s.align * s.align
+    padlen = padded - paylen - 2
+    total = hdr + 8 + s.iv_len + padded + s.icv_len
+    if mode != MODE_RAW and total > 65535:
+        return ST_TOO_BIG
+    if total > cap:
+        return ST_INTERNAL
+    esp = out + hdr
+    put32(esp, s.spi)
+    put32(esp + 4, <uint32_t>seq)
+    if s.counter_iv:
+        put64(esp + 8, s.iv_next)
+    elif s.iv_len:
+        memcpy(esp + 8, cbc_iv, s.iv_len)
+    body = esp + 8 + s.iv_len
+    memcpy(body, payload, paylen)
+    for k in range(padlen):
+        body[paylen + k] = k + 1
+    body[padded - 2] = padlen
+    body[padded - 1] = nh
+    r = esp_seal(s, esp, padded, <uint32_t>(seq >> 32))
+    if r != ST_OK:
+        return r
+    if mode == MODE_TUNNEL:
+        build_outer(s, out, pkt, <int>total, PROTO_ESP)
+        s.ip_id = (s.ip_id + 1) & 0xFFFF
+    elif mode == MODE_TRANSPORT:
+        # RFC 4303 §3.1.1: the original header, now carrying ESP
+        memcpy(out, pkt, ihl)
+        out[9] = PROTO_ESP
+        put16(out + 2, <uint32_t>total)
+        set_checksum(out, ihl)
+    s.seq = seq
+    if s.counter_iv:
+        s.iv_next += 1
+    olen[0] = total
+    return ST_OK
+
+
+cdef int inner_packet(uint8_t *p, int64_t avail, int *ihl, int *tot) noexcept nogil:
+    """The decrypted inner packet of tunnel mode must be IPv4 that fits the payload
+    (it may be shorter: RFC 4303 §2.7 TFC padding)."""
+    if parse_ipv4(p, avail, ihl, tot) != ST_OK:
+        return ST_BAD_INNER_PACKET
+    return ST_OK
+
+
+cdef int esp_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int64_t cap,
+                       int64_t *olen, int mode, uint8_t *nh_out) noexcept nogil:
+    cdef int ihl = 0, tot = 0, r, esp_len, clen, padlen, paylen, nh, k, iihl = 0, itot = 0
+    cdef const uint8_t *esp
+    cdef uint8_t *dst
+    cdef uint64_t seq = 0
+    if mode == MODE_RAW:
+        esp = pkt
+        if plen >= 65536:
+            return ST_TOO_BIG
+        esp_len = <int>plen
+    else:
+        r = parse_ipv4(pkt, plen, &ihl, &tot)
+        if r != ST_OK:
+            return r
+        if pkt[9] != PROTO_ESP:
+            return ST_BAD_PROTOCOL
+        if is_fragment(pkt):
+            return ST_FRAGMENT
+        esp = pkt + ihl
+        esp_len = tot - ihl
+    # 1. length and SPI
+    if esp_len < 8 + s.iv_len + s.icv_len + 2:
+        return ST_TRUNCATED
+    clen = esp_len - 8 - s.iv_len - s.icv_len
+    if clen % s.align != 0 and s.align > 4:
+        return ST_BAD_LENGTH                    # CBC: whole cipher blocks only
+    if be32(esp) != s.spi:
+        return ST_BAD_SPI
+    # 2. anti-replay, before the (costly) integrity check
+    r = seq_infer(s, be32(esp + 4), &seq)
+    if r != ST_OK:
+        return r
+    r = replay_check(s, seq)
+    if r != ST_OK:
+        return r
+    # 3. ICV, 4. decrypt
+    dst = out + (ihl if mode == MODE_TRANSPORT else 0)
+    if (dst - out) + clen > cap:
+        return ST_INTERNAL
+    r = esp_open(s, esp, clen, dst, <uint32_t>(seq >> 32))
+    if r != ST_OK:
+        return r
+    # 5. padding (RFC 4303 §2.4: 1, 2, 3, ...)
+    padlen = dst[clen - 2]
+    nh = dst[clen - 1]
+    if padlen + 2 > clen:
+        return ST_BAD_PADDING
+    paylen = clen - 2 - padlen
+    for k in range(padlen):
+        if dst[paylen + k] != k + 1:
+            return ST_BAD_PADDING
+    # 6. next header
+    if nh == PROTO_NONE:
+        return ST_BAD_NEXT_HEADER
+    if mode == MODE_TUNNEL:
+        if nh != PROTO_IPIP:
+            return ST_BAD_NEXT_HEADER
+        r = inner_packet(dst, paylen, &iihl, &itot)
+        if r != ST_OK:
+            return r
+        r = ecn_decap(pkt[1], dst, iihl)
+        if r != ST_OK:
+            return r
+        olen[0] = itot
+    elif mode == MODE_TRANSPORT:
+        memcpy(out, pkt, ihl)
+        out[9] = nh
+        put16(out + 2, <uint32_t>(ihl + paylen))
+        set_checksum(out, ihl)
+        olen[0] = ihl + paylen
+    else:
+        olen[0] = paylen
+    if nh_out != NULL:
+        nh_out[0] = nh
+    replay_update(s, seq)
+    return ST_OK
+
+
+# --- AH (RFC 4302) ------------------------------------------------------------------------
+cdef inline void ah_zeroed_header(const uint8_t *ip, uint8_t *z) noexcept nogil:
+    # RFC 4302 §3.3.3.1.1.1: TOS, flags + fragment offset, TTL and checksum are mutable
+    memcpy(z, ip, 20)
+    z[1] = 0
+    z[6] = 0
+    z[7] = 0
+    z[8] = 0
+    z[10] = 0
+    z[11] = 0
+
+
+cdef int ah_icv(Sa *s, const uint8_t *ip, const uint8_t *ah, int ah_len,
+                const uint8_t *payload, int paylen, uint32_t seq_hi, uint8_t *mac) noexcept nogil:
+    """ICV over the zeroed IPv4 header, the AH header with a zero ICV, the payload and,
+    with ESN, the high sequence bits (RFC 4302 §3.3.3)."""
+    cdef uint8_t z[20]
+    cdef uint8_t zeros[MAX_ICV + 4]
+    cdef uint8_t hi[4]
+    ah_zeroed_header(ip, z)
+    memset(zeros, 0, ah_len - 12)
+    if hmac_begin(s) != 1 or hmac_update(s, z, 20) != 1 or hmac_update(s, ah, 12) != 1:
+        return 0
+    if hmac_update(s, zeros, ah_len - 12) != 1 or hmac_update(s, payload, paylen) != 1:
+        return 0
+    if s.esn:
+        put32(hi, seq_hi)
+        if hmac_update(s, hi, 4) != 1:
+            return 0
+    return hmac_finish(s, mac)
+
+
+cdef inline int ah_length(Sa *s) noexcept nogil:
+    # RFC 4302 §3.3.3.2.1: the ICV is padded to a multiple of 32 bits for IPv4
+    return 12 + (s.icv_len + 3) // 4 * 4
+
+
+cdef int ah_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int64_t cap,
+                      int64_t *olen, int mode) noexcept nogil:
+    cdef int ihl = 0, tot = 0, r, ah_len, paylen, nh
+    cdef int64_t total
+    cdef const uint8_t *payload
+    cdef uint8_t *ah
+    cdef uint64_t seq = 0
+    cdef uint8_t mac[64]
+    r = parse_ipv4(pkt, plen, &ihl, &tot)
+    if r != ST_OK:
+        return r
+    ah_len = ah_length(s)
+    if mode == MODE_TUNNEL:
+        payload = pkt
+        paylen = tot
+        nh = PROTO_IPIP
+    else:
+        if is_fragment(pkt):
+            return ST_FRAGMENT
+        if ihl != 20:
+            return ST_BAD_IP_HEADER             # options would need per-option mutability
+        payload = pkt + 20
+        paylen = tot - 20
+        nh = pkt[9]
+    r = next_seq(s, &seq)
+    if r != ST_OK:
+        return r
+    total = 20 + ah_len + paylen
+    if total > 65535:
+        return ST_TOO_BIG
+    if total > cap:
+        return ST_INTERNAL
+    if mode == MODE_TUNNEL:
+        build_outer(s, out, pkt, <int>total, PROTO_AH)
+    else:
+        memcpy(out, pkt, 20)
+        out[9] = PROTO_AH
+        put16(out + 2, <uint32_t>total)
+    ah = out + 20
+    ah[0] = nh
+    ah[1] = ah_len // 4 - 2                     # RFC 4302 §2.2: length in words minus 2
+    ah[2] = 0
+    ah[3] = 0
+    put32(ah + 4, s.spi)
+    put32(ah + 8, <uint32_t>seq)
+    memset(ah + 12, 0, ah_len - 12)
+    memcpy(ah + ah_len, payload, paylen)
+    if ah_icv(s, out, ah, ah_len, ah + ah_len, paylen, <uint32_t>(seq >> 32), mac) != 1:
+        return ST_INTERNAL
+    memcpy(ah + 12, mac, s.icv_len)
+    set_checksum(out, 20)
+    if mode == MODE_TUNNEL:
+        s.ip_id = (s.ip_id + 1) & 0xFFFF
+    s.seq = seq
+    olen[0] = total
+    return ST_OK
+
+
+cdef int ah_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int64_t cap,
+                      int64_t *olen, int mode, uint8_t *nh_out) noexcept nogil:
+    cdef int ihl = 0, tot = 0, r, ah_len, paylen, nh, iihl = 0, itot = 0
+    cdef const uint8_t *ah
+    cdef const uint8_t *payload
+    cdef uint64_t seq = 0
+    cdef uint8_t mac[64]
+    r = parse_ipv4(pkt, plen, &ihl, &tot)
+    if r != ST_OK:
+        return r
+    if pkt[9] != PROTO_AH:
+        return ST_BAD_PROTOCOL
+    if is_fragment(pkt):
+        return ST_FRAGMENT
+    if ihl != 20:
+        return ST_BAD_IP_HEADER
+    ah = pkt + 20
+    ah_len = ah_length(s)
+    if tot - 20 < ah_len:
+        return ST_TRUNCATED
+    if (ah[1] + 2) * 4 != ah_len:
+        return ST_BAD_LENGTH
+    if be32(ah + 4) != s.spi:
+        return ST_BAD_SPI
+    r = seq_infer(s, be32(ah + 8), &seq)
+    if r != ST_OK:
+        return r
+    r = replay_check(s, seq)
+    if r != ST_OK:
+        return r
+    payload = ah + ah_len
+    paylen = tot - 20 - ah_len
+    if ah_icv(s, pkt, ah, ah_len, payload, paylen, <uint32_t>(seq >> 32), mac) != 1:
+        return ST_INTERNAL
+    if ssl.CRYPTO_memcmp(mac, ah + 12, s.icv_len) != 0:
+        return ST_ICV_MISMATCH
+    nh = ah[0]
+    if nh == PROTO_NONE:
+        return ST_BAD_NEXT_HEADER
+    if paylen > cap:
+        return ST_INTERNAL
+    if mode == MODE_TUNNEL:
+        if nh != PROTO_IPIP:
+            return ST_BAD_NEXT_HEADER
+        memcpy(out, payload, paylen)
+        r = inner_packet(out, paylen, &iihl, &itot)
+        if r != ST_OK:
+            return r
+        r = ecn_decap(pkt[1], out, iihl)
+        if r != ST_OK:
+            return r
+        olen[0] = itot
+    else:
+        memcpy(out, pkt, 20)
+        out[9] = nh
+        put16(out + 2, <uint32_t>(20 + paylen))
+        set_checksum(out, 20)
+        memcpy(out + 20, payload, paylen)
+        olen[0] = 20 + paylen
+    if nh_out != NULL:
+        nh_out[0] = nh
+    replay_update(s, seq)
+    return ST_OK
+
+
+# --- Python-facing class ----------------------------------------------------------------
+cdef str _drain_errors():
+    cdef unsigned long e
+    cdef char buf[256]
+    parts = []
+    while True:
+        e = ssl.ERR_get_error()
+        if e == 0:
+            break
+        ssl.ERR_error_string_n(e, buf, sizeof(buf))
+        parts.append(buf.decode("ascii", "replace"))
+    return "; ".join(parts) or "no OpenSSL error recorded"
+
+
+_legacy_loaded = False
+
+cdef ssl.EVP_CIPHER *_fetch_cipher(bytes name) except NULL:
+    global _legacy_loaded
+    cdef ssl.EVP_CIPHER *alg
+    ssl.ERR_clear_error()
+    alg = ssl.EVP_CIPHER_fetch(NULL, name, NULL)
+    if alg == NULL and name == b"DES-CBC":
+        # Single DES lives in OpenSSL's legacy provider; loading it explicitly means the
+        # default provider must be loaded explicitly too.
+        ssl.ERR_clear_error()
+        if not _legacy_loaded:
+            if ssl.OSSL_PROVIDER_load(NULL, b"default") != NULL and \
+                    ssl.OSSL_PROVIDER_load(NULL, b"legacy") != NULL:
+                _legacy_loaded = True
+        alg = ssl.EVP_CIPHER_fetch(NULL, name, NULL)
+        if alg == NULL:
+            detail = _drain_errors()
+            raise UnsupportedTransform(
+                "esp-des needs OpenSSL's legacy provider, which is not available here "
+                f"({detail})")
+    if alg == NULL:
+        raise UnsupportedTransform(f"OpenSSL has no {name.decode()}: {_drain_errors()}")
+    return alg
+
+
+cdef bytes _cipher_name(int cipher, int keylen):
+    bits = keylen * 8
+    if cipher == C_AES_CBC:
+        return f"AES-{bits}-CBC".encode()
+    if cipher == C_AES_CTR:
+        return f"AES-{bits}-CTR".encode()
+    if cipher == C_AES_GCM or cipher == C_AES_GMAC:
+        return f"AES-{bits}-GCM".encode()
+    if cipher == C_AES_CCM:
+        return f"AES-{bits}-CCM".encode()
+    if cipher == C_CHACHA20_POLY1305:
+        return b"ChaCha20-Poly1305"
+    if cipher == C_TDES_CBC:
+        return b"DES-EDE3-CBC"
+    if cipher == C_DES_CBC:
+        return b"DES-CBC"
+    raise ValueError(f"unknown cipher id {cipher}")
+
+
+_MD_NAMES = {A_HMAC_MD5_96: (b"MD5", 12), A_HMAC_SHA1_96: (b"SHA1", 12),
+             A_HMAC_SHA256_128: (b"SHA256", 16), A_HMAC_SHA384_192: (b"SHA384", 24),
+             A_HMAC_SHA512_256: (b"SHA512", 32)}
+
+
+cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
+    """Precompute H(K ^ ipad) and H(K ^ opad) states (RFC 2104 §2)."""
+    cdef ssl.EVP_MD *md = NULL
+    cdef uint8_t k[128]
+    cdef uint8_t pad[128]
+    cdef unsigned int n = 0
+    cdef int bs, i, ok = 1, klen = key.shape[0]
+    if auth not in _MD_NAMES:
+        raise ValueError(f"unknown integrity id {auth}")
+    ssl.ERR_clear_error()
+    md = ssl.EVP_MD_fetch(NULL, _MD_NAMES[auth][0], NULL)
+    if md == NULL:
+        raise UnsupportedTransform(f"OpenSSL has no {_MD_NAMES[auth][0].decode()}")
+    try:
+        bs = ssl.EVP_MD_get_block_size(md)
+        s.ictx = ssl.EVP_MD_CTX_new()
+        s.octx = ssl.EVP_MD_CTX_new()
+        s.work = ssl.EVP_MD_CTX_new()
+        if s.ictx == NULL or s.octx == NULL or s.work == NULL:
+            raise MemoryError()
+        memset(k, 0, sizeof(k))
+        if klen > bs:
+            ok = ssl.EVP_DigestInit_ex(s.work, md, NULL)
+            if klen:
+                ok = ok and ssl.EVP_DigestUpdate(s.work, &key[0], klen)
+            ok = ok and ssl.EVP_DigestFinal_ex(s.work, k, &n)
+        elif klen:
+            memcpy(k, &key[0], klen)
+        for i in range(bs):
+            pad[i] = k[i] ^ 0x36
+        ok = ok and ssl.EVP_DigestInit_ex(s.ictx, md, NULL)
+        ok = ok and ssl.EVP_DigestUpdate(s.ictx, pad, bs)
+        for i in range(bs):
+            pad[i] = k[i] ^ 0x5C
+        ok = ok and ssl.EVP_DigestInit_ex(s.octx, md, NULL)
+        ok = ok and ssl.EVP_DigestUpdate(s.octx, pad, bs)
+        ok = ok and ssl.EVP_DigestInit_ex(s.work, md, NULL)
+        ssl.OPENSSL_cleanse(k, sizeof(k))
+        ssl.OPENSSL_cleanse(pad, sizeof(pad))
+        if not ok:
+            raise InternalError(f"HMAC setup failed: {_drain_errors()}")
+    finally:
+        ssl.EVP_MD_free(md)
+    return 0
+
+
+cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint8_t *key,
+                                     int icv_len, int enc) except NULL:
+    cdef ssl.EVP_CIPHER_CTX *c = ssl.EVP_CIPHER_CTX_new()
+    cdef int ok
+    if c == NULL:
+        raise MemoryError()
+    ok = ssl.EVP_CipherInit_ex(c, alg, NULL, NULL, NULL, enc)
+    if cipher == C_AES_CCM:
+        # RFC 4309 §4: 11-byte nonce (3-byte salt || 8-byte IV), so L = 4
+        ok = ok and ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_IVLEN, 11, NULL)
+        ok = ok and ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, icv_len, NULL)
+    ok = ok and ssl.EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc)
+    ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
+    if not ok:
+        ssl.EVP_CIPHER_CTX_free(c)
+        raise InternalError(f"cipher setup failed: {_drain_errors()}")
+    return c
+
+
+cdef class SaCore:
+    """One SA's keyed contexts and counters. Lengths are validated by ``ipsecfast.sa``
+    first; this re-checks them so that OpenSSL never reads past a short key."""
+
+    cdef Sa s
+    cdef readonly bint closed
+
+    def __cinit__(self, int protocol, int cipher, int auth, const uint8_t[::1] cipher_key,
+                  const uint8_t[::1] auth_key, int icv_len, uint32_t spi, bint esn=False,
+                  uint32_t local=0, uint32_t peer=0, int replay_window=64, uint64_t seq=0,
+                  uint64_t iv_next=1, int ip_id=0):
+        cdef ssl.EVP_CIPHER *alg = NULL
+        cdef int keylen = cipher_key.shape[0]
+        cdef int ivl = 0, block = 1, salt = 0, md_icv = 0
+        memset(&self.s, 0, sizeof(Sa))
+        self.closed = False
+        if protocol != PROTO_ESP and protocol != PROTO_AH:
+            raise ValueError("protocol must be 50 (ESP) or 51 (AH)")
+        if not 0 <= replay_window <= MAX_WINDOW:
+            raise ValueError(f"replay window must be 0..{MAX_WINDOW}")
+        self.s.proto = protocol
+        self.s.spi = spi
+        self.s.esn = esn
+        self.s.local = local
+        self.s.peer = peer
+        self.s.window = replay_window
+        self.s.seq = seq
+        # ``seq`` also places the inbound window: the last number received is ``seq``, so
+        # the SA made for either direction starts consistent (ESN inference included).
+        self.s.rx_top = seq
+        if seq:
+            self.s.bitmap[0] = 1
+        self.s.iv_next = iv_next
+        self.s.ip_id = ip_id & 0xFFFF
+        if protocol == PROTO_AH:
+            cipher = C_NULL
+            if auth == A_NONE:
+                raise ValueError("AH needs an integrity algorithm")
+        self.s.cipher = cipher
+        self.s.auth = auth
+        if auth != A_NONE:
+            md_icv = _MD_NAMES[auth][1] if auth in _MD_NAMES else 0
+        if cipher in (C_AES_GCM, C_AES_GMAC, C_CHACHA20_POLY1305, C_AES_CCM):
+            if auth != A_NONE:
+                raise ValueError("an AEAD cipher takes no separate integrity algorithm")
+            if cipher == C_AES_CCM:
+                if icv_len not in (8, 12, 16):
+                    raise ValueError("AES-CCM ICV must be 8, 12 or 16 bytes")
+            elif icv_len != 16:
+                raise ValueError("the AEAD ICV is 16 bytes")
+        elif icv_len != md_icv:
+            raise ValueError(f"ICV length must be {md_icv} for this integrity algorithm")
+        self.s.icv_len = icv_len
+        if cipher == C_NULL:
+            if keylen != 0:
+                raise ValueError("null encryption takes no key")
+        elif cipher in (C_DES_CBC, C_TDES_CBC):
+            ivl, block = 8, 8
+            if keylen != (8 if cipher == C_DES_CBC else 24):
+                raise ValueError("wrong DES key length")
+        elif cipher == C_AES_CBC:
+            ivl, block = 16, 16
+            if keylen not in (16, 24, 32):
+                raise ValueError("AES key must be 16, 24 or 32 bytes")
+        elif cipher == C_CHACHA20_POLY1305:
+            ivl, salt = 8, 4
+            if keylen != 36:
+                raise ValueError("ChaCha20-Poly1305 keying material is 32 + 4 bytes")
+        elif cipher in (C_AES_CTR, C_AES_GCM, C_AES_GMAC, C_AES_CCM):
+            ivl = 8
+            salt = 3 if cipher == C_AES_CCM else 4
+            if keylen - salt not in (16, 24, 32):
+                raise ValueError(f"AES keying material must be 16, 24 or 32 + {salt} bytes")
+        else:
+            raise ValueError(f"unknown cipher id {cipher}")
+        self.s.iv_len = ivl
+        self.s.align = block if block > 4 else 4
+        self.s.salt_len = salt
+        self.s.counter_iv = salt > 0
+        if salt:
+            memcpy(self.s.salt, &cipher_key[keylen - salt], salt)
+        try:
+            if cipher != C_NULL:
+                alg = _fetch_cipher(_cipher_name(cipher, keylen - salt))
+                self.s.enc = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 1)
+                self.s.dec = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 0)
+            if auth != A_NONE:
+                _hmac_setup(&self.s, auth, auth_key)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if alg != NULL:
+                ssl.EVP_CIPHER_free(alg)
+
+    def __dealloc__(self):
+        self._free()
+
+    cdef void _free(self) noexcept:
+        if self.s.enc != NULL:
+            ssl.EVP_CIPHER_CTX_free(self.s.enc)     # cleanses the key schedule
+            self.s.enc = NULL
+        if self.s.dec != NULL:
+            ssl.EVP_CIPHER_CTX_free(self.s.dec)
+            self.s.dec = NULL
+        if self.s.ictx != NULL:
+            ssl.EVP_MD_CTX_free(self.s.ictx)
+            self.s.ictx = NULL
+        if self.s.octx != NULL:
+            ssl.EVP_MD_CTX_free(self.s.octx)
+            self.s.octx = NULL
+        if self.s.work != NULL:
+            ssl.EVP_MD_CTX_free(self.s.work)
+            self.s.work = NULL
+        ssl.OPENSSL_cleanse(self.s.salt, sizeof(self.s.salt))
+
+    def close(self):
+        """Free the keyed contexts (OpenSSL cleanses them) and wipe the salt."""
+        self._free()
+        self.closed = True
+
+    def key_material_wiped(self):
+        """True when no keyed context is held and the salt is zero (for tests)."""
+        cdef int i
+        for i in range(4):
+            if self.s.salt[i]:
+                return False
+        return (self.s.enc == NULL and self.s.dec == NULL and self.s.ictx == NULL
+                and self.s.octx == NULL and self.s.work == NULL)
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def seq(self):
+        return self.s.seq
+
+    @seq.setter
+    def seq(self, uint64_t value):
+        self.s.seq = value
+
+    @property
+    def iv_next(self):
+        return self.s.iv_next
+
+    @property
+    def ip_id(self):
+        return self.s.ip_id
+
+    @property
+    def rx_top(self):
+        return self.s.rx_top
+
+    @rx_top.setter
+    def rx_top(self, uint64_t value):
+        self.s.rx_top = value
+        memset(self.s.bitmap, 0, sizeof(self.s.bitmap))
+
+    @property
+    def iv_length(self):
+        return self.s.iv_len
+
+    @property
+    def overhead(self):
+        return MAX_OVERHEAD
+
+    def counters(self):
+        """(enc packets, enc bytes, dec packets, dec bytes, [packets per status code])."""
+        return (self.s.enc_packets, self.s.enc_bytes, self.s.dec_packets, self.s.dec_bytes,
+                [self.s.counts[i] for i in range(ST_NCODES)])
+
+    # -- batches -------------------------------------------------------------------------
+    def encapsulate(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
+                    const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
+                    int64_t[::1] out_lengths, uint8_t[::1] status, uint8_t[::1] ivs,
+                    int mode, bint random_iv=True, int next_header=PROTO_IPIP):
+        """Protect every packet; returns the bytes of ``out`` used. ``ivs`` holds one CBC IV
+        per packet: filled here with one RAND_bytes call unless ``random_iv`` is false."""
+        return self._run(buf, offsets, lengths, out, out_offsets, out_lengths, status, ivs,
+                         None, mode, True, random_iv, next_header)
+
+    def decapsulate(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
+                    const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
+                    int64_t[::1] out_lengths, uint8_t[::1] status, int mode,
+                    uint8_t[::1] next_headers=None):
+        """Verify and open every packet; returns the bytes of ``out`` used."""
+        return self._run(buf, offsets, lengths, out, out_offsets, out_lengths, status, None,
+                         next_headers, mode, False, False, 0)
+
+    cdef int64_t _run(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
+                      const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
+                      int64_t[::1] out_lengths, uint8_t[::1] status, uint8_t[::1] ivs,
+                      uint8_t[::1] nhs, int mode, bint encap, bint random_iv,
+                      int next_header) except -1:
+        cdef Py_ssize_t n = offsets.shape[0], i
+        cdef int64_t bufsize = buf.shape[0], outsize = out.shape[0], pos = 0, o, l, ol
+        cdef const uint8_t *bp = &buf[0] if bufsize > 0 else NULL
+        cdef uint8_t *op = &out[0] if outsize > 0 else NULL
+        cdef uint8_t *ivp = NULL
+        cdef uint8_t *nhp = NULL
+        cdef int r, rand_ok = 1, internal = 0
+        cdef Sa *s = &self.s
+        if self.closed:
+            raise ValueError("the SA is closed")
+        if mode not in (MODE_TUNNEL, MODE_TRANSPORT, MODE_RAW):
+            raise ValueError("bad mode")
+        if mode == MODE_RAW and s.proto != PROTO_ESP:
+            raise ValueError("raw mode is for ESP only")
+        if mode == MODE_TUNNEL and encap and (s.local == 0 or s.peer == 0):
+            raise ValueError("tunnel mode needs local and peer addresses")
+        if (lengths.shape[0] != n or out_offsets.shape[0] < n or out_lengths.shape[0] < n
+                or status.shape[0] < n):
+            raise ValueError("array lengths disagree")
+        if not 0 <= next_header <= 255:
+            raise ValueError("next header must be 0..255")
+        if encap and s.proto == PROTO_ESP and s.iv_len and not s.counter_iv:
+            if ivs is None or ivs.shape[0] < n * s.iv_len:
+                raise ValueError("ivs must hold one IV per packet")
+            if n:
+                ivp = &ivs[0]
+        if nhs is not None and nhs.shape[0] >= n and n:
+            nhp = &nhs[0]
+        with nogil:
+            if ivp != NULL and random_iv:
+                # RFC 4303 §3.3.2 / RFC 3602 §2.1: unpredictable CBC IVs, one call per batch
+                rand_ok = ssl.RAND_bytes(ivp, <int>(n * s.iv_len))
+            for i in range(n):
+                o = offsets[i]
+                l = lengths[i]
+                ol = 0
+                if o < 0 or l < 0 or o + l > bufsize:
+                    r = ST_TRUNCATED
+                elif encap:
+                    if rand_ok != 1:
+                        r = ST_INTERNAL
+                    elif s.proto == PROTO_ESP:
+                        r = esp_encap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                                          next_header,
+                                          ivp + i * s.iv_len if ivp != NULL else NULL)
+                    else:
+                        r = ah_encap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode)
+                else:
+                    if s.proto == PROTO_ESP:
+                        r = esp_decap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                                          nhp + i if nhp != NULL else NULL)
+                    else:
+                        r = ah_decap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                                         nhp + i if nhp != NULL else NULL)
+                status[i] = r
+                out_offsets[i] = pos
+                if r == ST_OK:
+                    out_lengths[i] = ol
+                    pos += ol
+                    if encap:
+                        s.enc_packets += 1
+                        s.enc_bytes += l
+                    else:
+                        s.dec_packets += 1
+                        s.dec_bytes += ol
+                else:
+                    out_lengths[i] = 0
+                    s.counts[r] += 1
+                    if r == ST_INTERNAL:
+                        internal = 1
+                    # no partial plaintext or ciphertext is left in the output
+                    if outsize - pos > 0:
+                        memset(op + pos, 0, min(outsize - pos, l + MAX_OVERHEAD))
+            if internal or rand_ok != 1:
+                ssl.ERR_clear_error()
+        return pos
+
+
+def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len):
+    """HMAC through the core's integrity path (precomputed states, copy per message);
+    for known-answer tests."""
+    cdef Sa s
+    cdef uint8_t mac[64]
+    cdef int ok
+    memset(&s, 0, sizeof(Sa))
+    if not 0 < out_len <= 64:
+        raise ValueError("out_len must be 1..64")
+    try:
+        _hmac_setup(&s, auth, key)
+        with nogil:
+            ok = hmac_begin(&s)
+            if ok == 1 and data.shape[0]:
+                ok = hmac_update(&s, &data[0], data.shape[0])
+            if ok == 1:
+                ok = hmac_finish(&s, mac)
+        if ok != 1:
+            raise InternalError(f"HMAC failed: {_drain_errors()}")
+        return bytes(mac[:out_len])
+    finally:
+        ssl.EVP_MD_CTX_free(s.ictx)
+        ssl.EVP_MD_CTX_free(s.octx)
+        ssl.EVP_MD_CTX_free(s.work)
