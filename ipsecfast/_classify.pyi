@@ -1,0 +1,66 @@
+"""Type stub of the compiled classifier core (src/_classify.pyx)."""
+
+import numpy as np
+import numpy.typing as npt
+
+OK: int
+TRUNCATED: int
+BAD_IP_HEADER: int
+
+class Forest:
+    max_depth: int
+    max_leaf: int
+    def __init__(
+        self,
+        lo: npt.NDArray[np.uint32],
+        hi: npt.NDArray[np.uint32],
+        masks: npt.NDArray[np.uint32],
+        icmp: npt.NDArray[np.int16],
+        flags: npt.NDArray[np.uint8],
+        where: npt.NDArray[np.int32],
+        group: npt.NDArray[np.int32],
+        ngroups: int,
+        binth: int = ...,
+        spfac: float = ...,
+        budget: int = ...,
+    ) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+    def export(self) -> dict[str, npt.NDArray[np.int64]]: ...
+    def stats(self) -> dict[str, int]: ...
+
+class Compiled:
+    @property
+    def whole(self) -> Forest: ...
+    @property
+    def frag(self) -> Forest: ...
+    def __init__(self, whole: Forest, frag: Forest) -> None: ...
+    def classify_packets(
+        self,
+        buf: npt.NDArray[np.uint8],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        mirror: bool,
+        lists: npt.NDArray[np.int32],
+        entries: npt.NDArray[np.int32],
+        status: npt.NDArray[np.uint8],
+    ) -> None: ...
+    def classify_fields(
+        self,
+        proto: npt.NDArray[np.int64],
+        src: npt.NDArray[np.int64],
+        dst: npt.NDArray[np.int64],
+        sport: npt.NDArray[np.int64],
+        dport: npt.NDArray[np.int64],
+        frag: npt.NDArray[np.int64],
+        icmp_type: npt.NDArray[np.int64],
+        icmp_code: npt.NDArray[np.int64],
+        tcp_flags: npt.NDArray[np.int64],
+        tos: npt.NDArray[np.int64],
+        mirror: bool,
+        lists: npt.NDArray[np.int32],
+        entries: npt.NDArray[np.int32],
+    ) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+

@@ -1,0 +1,331 @@
+"""Classifier: ordered access lists compiled into decision trees (DESIGN.md §Policy 2).
+
+``Classifier(acls)`` takes the access lists of a crypto map set in entry order and answers,
+per packet, the index of the first list whose first matching entry is a ``permit`` (a
+``deny`` skips to the next list; no match anywhere = -1), and which entry of that list
+matched. The lookup runs in C without the GIL over a whole batch (src/_classify.pyx,
+where the structure is described); this module only turns ``Ace`` objects into rule rows.
+
+Per-packet results are ``int32`` arrays aligned with the batch. Packets the classifier
+cannot read get -1 and a status (``Status.TRUNCATED``: shorter than the IPv4 header, its
+total length, or the transport bytes read -- TCP ports and flags: 14 bytes, UDP ports: 4,
+ICMP type and code: 2; ``Status.BAD_IP_HEADER``: not IPv4, IHL < 5, total length below the
+header length). Callers must not treat -1 with a bad status as "bypass"; ``lookup``
+returns the status array, ``classify`` does not.
+
+The structure is immutable: build a new ``Classifier`` when a list changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _classify
+from .acl import ANY_WILDCARD, AccessList, Ace, AddressMatch
+from .packets import PacketBatch
+
+__all__ = ["Classifier", "Classification"]
+
+_FULL_PORTS: tuple[tuple[int, int], ...] = ((0, 0xFFFF),)
+
+
+class Classification(NamedTuple):
+    """Per-packet results of ``Classifier.lookup``."""
+
+    lists: npt.NDArray[np.int32]  # index of the access list (crypto map entry), or -1
+    entries: npt.NDArray[np.int32]  # index of the matching entry in that list, or -1
+    status: npt.NDArray[np.uint8]  # ipsecfast.status.Status codes (0 = OK)
+
+
+def _address(m: AddressMatch) -> tuple[int, int, int, int]:
+    """(lo, hi, mask, value): the bounding range, plus an exact check if discontiguous."""
+    wild = m.wildcard & ANY_WILDCARD
+    care = ~wild & ANY_WILDCARD
+    base = m.address & care
+    if (wild & (wild + 1)) == 0:  # contiguous: the range is exact
+        return base, base | wild, 0, 0
+    return base, base | wild, care, base
+
+
+def _tos_check(ace: Ace) -> tuple[int, int] | None:
+    """(mask, value) on the TOS byte for dscp / precedence / tos, None if unsatisfiable."""
+    conds = []
+    if ace.dscp is not None:
+        if not 0 <= ace.dscp <= 63:
+            return None
+        conds.append((0xFC, ace.dscp << 2))
+    if ace.precedence is not None:
+        if not 0 <= ace.precedence <= 7:
+            return None
+        conds.append((0xE0, ace.precedence << 5))
+    if ace.tos is not None:
+        if not 0 <= ace.tos <= 15:
+            return None
+        conds.append((0x1E, ace.tos << 1))
+    mask = val = 0
+    for m, v in conds:
+        overlap = mask & m
+        if (val & overlap) != (v & overlap):
+            return None
+        mask |= m
+        val |= v
+    return mask, val
+
+
+def _port_ranges(pm: Any) -> tuple[tuple[int, int], ...]:
+    if pm is None:
+        return _FULL_PORTS
+    out = []
+    for lo, hi in pm.ranges():
+        lo, hi = max(lo, 0), min(hi, 0xFFFF)
+        if lo <= hi:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+class _Rows:
+    """Rule rows of one packet class, in priority order, as the arrays _classify wants."""
+
+    def __init__(self) -> None:
+        self.lo: list[tuple[int, ...]] = []
+        self.hi: list[tuple[int, ...]] = []
+        self.masks: list[tuple[int, int, int, int]] = []
+        self.icmp: list[tuple[int, int]] = []
+        self.flags: list[tuple[int, int, int, int]] = []
+        self.where: list[tuple[int, int]] = []
+
+    def add_ace(self, li: int, ei: int, ace: Ace, non_initial: bool) -> None:
+        """Rows of one entry for whole packets / initial fragments, or non-initial ones."""
+        if ace.action not in ("permit", "deny"):
+            return  # remarks do not match
+        tos = _tos_check(ace)
+        if tos is None:
+            return
+        permit = ace.action == "permit"
+        if non_initial:
+            # IOS fragment rules: L3-only entries apply as they are; an entry with L4
+            # information matches on its L3 part if it is a permit, never if a deny.
+            if ace.has_l4 and not permit:
+                return
+            sranges = dranges = _FULL_PORTS
+            icmp = (-1, -1)
+            est = 0
+        else:
+            if ace.fragments:  # `fragments` entries apply to non-initial fragments only
+                return
+            sranges = _port_ranges(ace.source_port)
+            dranges = _port_ranges(ace.destination_port)
+            icmp = (
+                -1 if ace.icmp_type is None else ace.icmp_type,
+                -1 if ace.icmp_type is None or ace.icmp_code is None else ace.icmp_code,
+            )
+            est = 1 if ace.established else 0
+        if ace.protocol is None:
+            plo, phi = 0, 0xFF
+        else:
+            plo = phi = ace.protocol
+        slo, shi, smask, sval = _address(ace.source)
+        dlo, dhi, dmask, dval = _address(ace.destination)
+        masks = (smask, sval, dmask, dval)
+        flags = (tos[0], tos[1], est, 1 if permit else 0)
+        for splo, sphi in sranges:
+            for dplo, dphi in dranges:
+                self.lo.append((slo, dlo, splo, dplo, plo))
+                self.hi.append((shi, dhi, sphi, dphi, phi))
+                self.masks.append(masks)
+                self.icmp.append(icmp)
+                self.flags.append(flags)
+                self.where.append((li, ei))
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        n = len(self.lo)
+        return {
+            "lo": np.array(self.lo, dtype=np.uint32).reshape(n, 5),
+            "hi": np.array(self.hi, dtype=np.uint32).reshape(n, 5),
+            "masks": np.array(self.masks, dtype=np.uint32).reshape(n, 4),
+            "icmp": np.array(self.icmp, dtype=np.int16).reshape(n, 2),
+            "flags": np.array(self.flags, dtype=np.uint8).reshape(n, 4),
+            "where": np.array(self.where, dtype=np.int32).reshape(n, 2),
+        }
+
+
+def _groups(lo: npt.NDArray[np.uint32], hi: npt.NDArray[np.uint32], n_split: int) -> Any:
+    """Tree of each row: split rows by whether source / destination are wide prefixes.
+
+    Rows whose source (destination) covers more than a /``WIDE`` are copied into every
+    slice of a source (destination) cut; giving them their own tree keeps the trees small
+    (EffiCuts' separable trees). ``n_split`` 1 = one tree, 2 = wide-source apart,
+    4 = the four combinations.
+    """
+    n = lo.shape[0]
+    if n_split <= 1 or n == 0:
+        return np.zeros(n, dtype=np.int32), 1
+    span_s = hi[:, 0].astype(np.int64) - lo[:, 0]
+    span_d = hi[:, 1].astype(np.int64) - lo[:, 1]
+    wide_s = span_s >= (1 << (32 - _WIDE))
+    wide_d = span_d >= (1 << (32 - _WIDE))
+    if n_split == 2:
+        g = (wide_s & wide_d).astype(np.int32)
+    else:
+        g = wide_s.astype(np.int32) * 2 + wide_d.astype(np.int32)
+    # renumber the non-empty groups 0..k-1
+    used = np.unique(g)
+    remap = np.zeros(4, dtype=np.int32)
+    remap[used] = np.arange(used.size, dtype=np.int32)
+    return remap[g].astype(np.int32), max(int(used.size), 1)
+
+
+_WIDE = 8  # prefixes shorter than /8 are "wide"
+
+
+def _as_i64(values: Any, n: int | None, name: str, lo: int, hi: int, default: int) -> Any:
+    if values is None:
+        if n is None:
+            raise ValueError(f"{name} is required")
+        return np.full(n, default, dtype=np.int64)
+    arr = np.ascontiguousarray(values, dtype=np.int64)
+    if arr.ndim == 0 and n is not None:
+        arr = np.full(n, int(arr), dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} values, expected {n}")
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise ValueError(f"{name} out of range {lo}..{hi}")
+    return arr
+
+
+class Classifier:
+    """Ordered access lists (one per crypto map entry) compiled for batch lookups.
+
+    ``classify(batch)`` -> list index per packet (-1 = no list protects it);
+    ``classify(batch, entries=True)`` -> (list index, entry index); ``lookup(batch)`` ->
+    ``Classification`` with the status too; ``classify_fields(...)`` on header arrays.
+    ``mirror=True`` swaps source and destination (addresses and ports) first, for
+    inbound clear-text evaluation (DESIGN.md §Policy 3). Entry indices count every entry
+    of ``acl.entries`` (remarks included), so ``acls[l].entries[e]`` is the match.
+    """
+
+    __slots__ = ("acls", "_compiled", "build_seconds", "_splits")
+
+    def __init__(
+        self,
+        acls: Sequence[AccessList],
+        *,
+        binth: int = 8,
+        spfac: float = 4.0,
+        split: int | None = None,
+    ) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        self.acls = tuple(acls)
+        for a in self.acls:
+            if not isinstance(a, AccessList):
+                raise TypeError("Classifier takes a sequence of AccessList")
+        whole, frag = _Rows(), _Rows()
+        for li, acl in enumerate(self.acls):
+            for ei, ace in enumerate(acl.entries):
+                whole.add_ace(li, ei, ace, non_initial=False)
+                frag.add_ace(li, ei, ace, non_initial=True)
+        forests = []
+        splits = []
+        for rows in (whole, frag):
+            arr = rows.arrays()
+            n_split = split if split is not None else (4 if len(rows.lo) > 64 else 1)
+            group, ngroups = _groups(arr["lo"], arr["hi"], n_split)
+            splits.append(ngroups)
+            forests.append(
+                _classify.Forest(
+                    arr["lo"], arr["hi"], arr["masks"], arr["icmp"], arr["flags"],
+                    arr["where"], group, ngroups, binth, spfac,
+                )
+            )
+        self._compiled = _classify.Compiled(forests[0], forests[1])
+        self._splits = tuple(splits)
+        self.build_seconds = time.perf_counter() - t0
+
+    def __len__(self) -> int:
+        return len(self.acls)
+
+    def __repr__(self) -> str:
+        return f"<Classifier {len(self.acls)} lists, {self.nbytes} bytes>"
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the compiled structure (rows, nodes, children, leaves)."""
+        return int(self._compiled.nbytes)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Shape of both forests (rows, trees, nodes, leaves, depth, bytes)."""
+        return {"whole": self._compiled.whole.stats(), "fragments": self._compiled.frag.stats()}
+
+    # -- packets --------------------------------------------------------------------------
+    def lookup(self, batch: PacketBatch, mirror: bool = False) -> Classification:
+        """List index, entry index and status of every IPv4 packet of ``batch``."""
+        if not isinstance(batch, PacketBatch):
+            raise TypeError("lookup takes a PacketBatch")
+        n = len(batch)
+        lists = np.empty(n, dtype=np.int32)
+        entries = np.empty(n, dtype=np.int32)
+        status = np.empty(n, dtype=np.uint8)
+        self._compiled.classify_packets(
+            batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status
+        )
+        return Classification(lists, entries, status)
+
+    @overload
+    def classify(
+        self, batch: PacketBatch, mirror: bool = ..., entries: Literal[False] = ...
+    ) -> npt.NDArray[np.int32]: ...
+    @overload
+    def classify(
+        self, batch: PacketBatch, mirror: bool = ..., *, entries: Literal[True]
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]: ...
+    def classify(self, batch: PacketBatch, mirror: bool = False, entries: bool = False) -> Any:
+        """Index of the protecting list per packet (-1: none, or unreadable packet)."""
+        res = self.lookup(batch, mirror)
+        return (res.lists, res.entries) if entries else res.lists
+
+    # -- header fields --------------------------------------------------------------------
+    def classify_fields(
+        self,
+        proto: Any,
+        src: Any,
+        dst: Any,
+        sport: Any = None,
+        dport: Any = None,
+        frag: Any = None,
+        mirror: bool = False,
+        *,
+        icmp_type: Any = None,
+        icmp_code: Any = None,
+        tcp_flags: Any = None,
+        tos: Any = None,
+        entries: bool = False,
+    ) -> Any:
+        """Like ``classify`` on header-field arrays (``PacketFields`` semantics).
+
+        ``frag``: 0 none, 1 initial, 2 non-initial fragment (ports, ICMP and flags of a
+        non-initial fragment are ignored); ``icmp_type`` / ``icmp_code`` default to -1
+        (not ICMP), ``tcp_flags`` and ``tos`` to 0, ports to 0.
+        """
+        p = _as_i64(proto, None, "proto", 0, 255, 0)
+        n = p.shape[0]
+        s = _as_i64(src, n, "src", 0, 0xFFFFFFFF, 0)
+        d = _as_i64(dst, n, "dst", 0, 0xFFFFFFFF, 0)
+        sp = _as_i64(sport, n, "sport", 0, 0xFFFF, 0)
+        dp = _as_i64(dport, n, "dport", 0, 0xFFFF, 0)
+        fr = _as_i64(frag, n, "frag", 0, 2, 0)
+        it = _as_i64(icmp_type, n, "icmp_type", -1, 255, -1)
+        ic = _as_i64(icmp_code, n, "icmp_code", -1, 255, -1)
+        tf = _as_i64(tcp_flags, n, "tcp_flags", 0, 255, 0)
+        tb = _as_i64(tos, n, "tos", 0, 255, 0)
+        lists = np.empty(n, dtype=np.int32)
+        ents = np.empty(n, dtype=np.int32)
+        self._compiled.classify_fields(p, s, d, sp, dp, fr, it, ic, tf, tb, bool(mirror), lists, ents)
+        return (lists, ents) if entries else lists

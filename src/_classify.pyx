@@ -1,0 +1,807 @@
+# distutils: language = c++
+"""Compiled packet classifier: ordered access lists -> decision trees -> first permit.
+
+Structure (why a cutting tree): crypto ACL sets are small to medium (tens to ~10K
+entries), are rebuilt rarely and looked up per packet, so we want a structure whose
+lookup is a few dependent loads plus a short linear scan, and whose build is a simple,
+deterministic recursion.  We use a HiCuts / HyperCuts-style decision tree (Gupta &
+McKeown 1999; Singh et al. 2003) over five fields (source, destination, source port,
+destination port, protocol), with three ideas from later work:
+
+* every internal node cuts ONE field into 2^k equal, power-of-two aligned slices, so
+  the child of a key is ``children[base + ((key[dim] >> shift) & mask)]`` (no
+  comparisons, like a multi-bit trie stride of rte_acl); k is chosen by the HiCuts
+  space rule (sum of row copies + 2^k <= spfac * rows) and the field by the smallest
+  largest child;
+* rows that can never be the answer inside a node are pruned (the rule-pushing /
+  redundancy removal of HyperCuts), using the list semantics: after a row that covers
+  the whole node region and needs no leaf check, the rest of its own list is dead (a
+  deny skips the list, a permit has decided it), and if the row is a permit of a list
+  without an earlier deny, everything after it is dead;
+* rows may be split into a few groups ("separable" trees of EffiCuts / CutSplit: rows
+  with a wildcard source, rows with a wildcard destination, ...) so that wildcard rows
+  are not copied into every slice; every group is one tree and a packet walks all
+  trees of its forest, merging the candidates by priority (below).
+
+A row is one (Ace, source port range, destination port range) combination: `eq` with
+several ports, `neq` and friends become several rows.  Rows carry their global
+priority (row id: lists in order, entries in order), their list and entry index, and
+``skip_to``, the first row id of the next list.  A row's five fields are inclusive
+ranges; everything else (discontiguous wildcard masks -> exact mask check, ICMP type /
+code, `established`, dscp / precedence / tos) is checked in the leaf.
+
+Lookup of one key in a forest of T trees (the list semantics of DESIGN.md Policy 2):
+``start = 0``; in each tree descend to the leaf and find the first matching row
+``>= start`` (leaf rows are sorted by row id); take the smallest candidate over the
+trees; a permit is the answer; a deny moves ``start`` to ``skip_to`` (the next list)
+and only the trees whose candidate fell below ``start`` resume their scan.
+
+Two forests are built: one for unfragmented packets and initial fragments, one for
+non-initial fragments, whose rows follow the IOS fragment rules (an entry with only L3
+information applies as is; a `fragments` entry applies only there; an entry with L4
+information matches on its L3 part if it is a permit and never if it is a deny).
+
+Everything is flat C++ vectors, built once; lookups only read them, without the GIL.
+"""
+
+cimport cython
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libcpp.vector cimport vector
+
+import numpy as np
+
+# Status codes (ipsecfast.status.Status): keep equal.
+cdef enum:
+    ST_OK = 0
+    ST_TRUNCATED = 1
+    ST_BAD_IP_HEADER = 2
+
+cdef enum:
+    NDIM = 5          # source, destination, source port, destination port, protocol
+    MAX_TREES = 8
+    MAX_BITS = 16     # at most 2^16 children per node
+    MAX_DEPTH = 40
+    NO_ROW = 0x7FFFFFFF
+
+OK = ST_OK
+TRUNCATED = ST_TRUNCATED
+BAD_IP_HEADER = ST_BAD_IP_HEADER
+
+
+cdef inline int ceil_log2(uint64_t w) noexcept nogil:
+    cdef int b = 0
+    while (<uint64_t>1 << b) < w:
+        b += 1
+    return b
+
+
+cdef struct Row:
+    uint32_t lo[NDIM]       # inclusive ranges: src, dst, sport, dport, proto
+    uint32_t hi[NDIM]
+    uint32_t src_mask       # exact check for a discontiguous wildcard (extra only)
+    uint32_t src_val
+    uint32_t dst_mask
+    uint32_t dst_val
+    int32_t list_idx        # index of the access list
+    int32_t entry_idx       # index of the entry in its list
+    int32_t skip_to         # first row id of the next list (a deny jumps there)
+    int16_t icmp_type       # -1 = any
+    int16_t icmp_code       # -1 = any
+    uint8_t tos_mask        # (tos & tos_mask) == tos_val: dscp / precedence / tos
+    uint8_t tos_val
+    uint8_t established     # 1: TCP ACK or RST must be set
+    uint8_t permit          # 1 permit, 0 deny
+    uint8_t extra           # 1 when any leaf check beyond the five ranges is needed
+    uint8_t prune           # when covering a node: 1 = rest of own list dead, 2 = all after
+
+
+cdef struct Node:
+    uint32_t dim            # field cut at this node
+    uint32_t lo             # start of the node's (compacted) range in that field
+    uint32_t shift          # slice = (key[dim] - lo) >> shift, clamped to count
+    uint32_t count          # number of slices; slot `count` is the empty leaf
+    int32_t base            # first child slot in `children`
+
+
+cdef struct Hot:
+    # a copy of the row's ranges inside the leaf, so a leaf scan reads consecutive memory
+    # (two rows per cache line) and touches the full Row only on a match with extras
+    uint32_t src_lo
+    uint32_t src_hi
+    uint32_t dst_lo
+    uint32_t dst_hi
+    uint16_t sp_lo
+    uint16_t sp_hi
+    uint16_t dp_lo
+    uint16_t dp_hi
+    uint8_t pr_lo
+    uint8_t pr_hi
+    uint8_t extra
+    uint8_t permit
+    int32_t rid
+
+
+cdef struct Key:
+    uint32_t f[NDIM]
+    int32_t icmp_type
+    int32_t icmp_code
+    uint32_t tcp_flags
+    uint32_t tos
+    int32_t frag
+
+
+# children[] entries: >= 0 an internal node index, < 0 the leaf ~value; a leaf l holds
+# leaf_rows[leaf_start[l] : leaf_start[l + 1]] (row ids, ascending).  Every node owns
+# count + 1 child slots, the last one the empty leaf, where keys outside the node's range
+# in its field go (the unsigned subtraction wraps below `lo`).
+
+cdef inline int32_t descend(const Node* nodes, const int32_t* children, int32_t c,
+                            const Key* k) noexcept nogil:
+    cdef const Node* nd
+    cdef uint32_t idx
+    while c >= 0:
+        nd = &nodes[c]
+        idx = (k.f[nd.dim] - nd.lo) >> nd.shift
+        if idx > nd.count:
+            idx = nd.count
+        c = children[nd.base + idx]
+    return ~c
+
+cdef inline bint hot_matches(const Hot* h, const Row* rows, const Key* k) noexcept nogil:
+    if k.f[1] < h.dst_lo or k.f[1] > h.dst_hi:
+        return False
+    if k.f[0] < h.src_lo or k.f[0] > h.src_hi:
+        return False
+    if k.f[3] < h.dp_lo or k.f[3] > h.dp_hi:
+        return False
+    if k.f[4] < h.pr_lo or k.f[4] > h.pr_hi:
+        return False
+    if k.f[2] < h.sp_lo or k.f[2] > h.sp_hi:
+        return False
+    if h.extra:
+        return extra_matches(&rows[h.rid], k)
+    return True
+
+
+cdef inline bint extra_matches(const Row* r, const Key* k) noexcept nogil:
+    if True:
+        if (k.f[0] & r.src_mask) != r.src_val or (k.f[1] & r.dst_mask) != r.dst_val:
+            return False
+        if r.icmp_type >= 0 and k.icmp_type != r.icmp_type:
+            return False
+        if r.icmp_code >= 0 and k.icmp_code != r.icmp_code:
+            return False
+        if r.established and (k.tcp_flags & 0x14) == 0:  # RST 0x04 | ACK 0x10
+            return False
+        if (k.tos & r.tos_mask) != r.tos_val:
+            return False
+    return True
+
+
+cdef class Forest:
+    """Rows of one packet class (whole / initial vs non-initial fragments) and their trees."""
+
+    cdef vector[Row] rows
+    cdef vector[Node] nodes
+    cdef vector[int32_t] children
+    cdef vector[int32_t] leaf_start
+    cdef vector[int32_t] leaf_rows
+    cdef vector[Hot] leaf_hot          # leaf_hot[i] is a copy of rows[leaf_rows[i]]
+    cdef vector[int32_t] roots
+    cdef int binth
+    cdef double spfac
+    cdef int64_t budget          # max children + leaf row slots; past it nodes become leaves
+    cdef int32_t empty_leaf
+    cdef public int max_depth
+    cdef public int max_leaf
+
+    def __cinit__(self):
+        self.leaf_start.push_back(0)
+        self.empty_leaf = 0
+        self.max_depth = 0
+        self.max_leaf = 0
+
+    def __init__(self, const uint32_t[:, ::1] lo, const uint32_t[:, ::1] hi,
+                 const uint32_t[:, ::1] masks, const int16_t[:, ::1] icmp,
+                 const uint8_t[:, ::1] flags, const int32_t[:, ::1] where,
+                 const int32_t[::1] group, int ngroups, int binth=8, double spfac=4.0,
+                 int64_t budget=12_000_000):
+        """Build from row arrays (row id = priority).
+
+        lo, hi: (n, 5) inclusive ranges; masks: (n, 4) src_mask, src_val, dst_mask,
+        dst_val; icmp: (n, 2) type, code (-1 any); flags: (n, 4) tos_mask, tos_val,
+        established, permit; where: (n, 2) list index (non-decreasing), entry index;
+        group: (n,) tree of each row, 0 <= group < ngroups <= 8.
+        """
+        cdef Py_ssize_t n = lo.shape[0], i, j
+        cdef Row r
+        cdef int32_t g
+        if not (hi.shape[0] == masks.shape[0] == icmp.shape[0] == flags.shape[0]
+                == where.shape[0] == group.shape[0] == n):
+            raise ValueError("row arrays differ in length")
+        if lo.shape[1] != NDIM or hi.shape[1] != NDIM or masks.shape[1] != 4 \
+                or icmp.shape[1] != 2 or flags.shape[1] != 4 or where.shape[1] != 2:
+            raise ValueError("row arrays have the wrong shape")
+        if not 1 <= ngroups <= MAX_TREES:
+            raise ValueError("ngroups must be 1..8")
+        if binth < 1 or spfac < 1.0:
+            raise ValueError("binth >= 1 and spfac >= 1 required")
+        self.binth = binth
+        self.spfac = spfac
+        self.budget = budget
+        self.rows.resize(n)
+        for i in range(n):
+            if group[i] < 0 or group[i] >= ngroups:
+                raise ValueError("group out of range")
+            if i and where[i, 0] < where[i - 1, 0]:
+                raise ValueError("rows must be sorted by list")
+            for j in range(NDIM):
+                if lo[i, j] > hi[i, j]:
+                    raise ValueError("empty range in a row")
+                r.lo[j] = lo[i, j]
+                r.hi[j] = hi[i, j]
+            if hi[i, 2] > 0xFFFF or hi[i, 3] > 0xFFFF or hi[i, 4] > 0xFF:
+                raise ValueError("port or protocol range out of bounds")
+            r.src_mask = masks[i, 0]
+            r.src_val = masks[i, 1] & masks[i, 0]
+            r.dst_mask = masks[i, 2]
+            r.dst_val = masks[i, 3] & masks[i, 2]
+            r.icmp_type = icmp[i, 0]
+            r.icmp_code = icmp[i, 1]
+            r.tos_mask = flags[i, 0]
+            r.tos_val = flags[i, 1] & flags[i, 0]
+            r.established = flags[i, 2] != 0
+            r.permit = flags[i, 3] != 0
+            r.list_idx = where[i, 0]
+            r.entry_idx = where[i, 1]
+            r.extra = (r.src_mask != 0 or r.dst_mask != 0 or r.icmp_type >= 0
+                       or r.icmp_code >= 0 or r.established or r.tos_mask != 0)
+            r.skip_to = 0
+            r.prune = 1
+            self.rows[i] = r
+        # skip_to: first row of the next list; prune 2 for a permit with no deny before it
+        # in its list (then no deny can ever move `start` past it, in any tree).
+        cdef int32_t nxt = <int32_t>n
+        for i in range(n - 1, -1, -1):
+            if i + 1 < n and self.rows[i + 1].list_idx != self.rows[i].list_idx:
+                nxt = <int32_t>(i + 1)
+            self.rows[i].skip_to = nxt
+        cdef bint seen_deny = False
+        for i in range(n):
+            if i == 0 or self.rows[i].list_idx != self.rows[i - 1].list_idx:
+                seen_deny = False
+            if self.rows[i].permit and not seen_deny:
+                self.rows[i].prune = 2
+            if not self.rows[i].permit:
+                seen_deny = True
+        # one tree per non-empty group
+        cdef vector[int32_t] ids
+        cdef uint64_t rlo[NDIM]
+        cdef uint64_t rhi[NDIM]
+        self._empty_leaf_init()
+        for g in range(ngroups):
+            ids.clear()
+            for i in range(n):
+                if group[i] == g:
+                    ids.push_back(<int32_t>i)
+            if ids.size() == 0:
+                continue
+            rlo[0] = 0; rhi[0] = 0xFFFFFFFF
+            rlo[1] = 0; rhi[1] = 0xFFFFFFFF
+            rlo[2] = 0; rhi[2] = 0xFFFF
+            rlo[3] = 0; rhi[3] = 0xFFFF
+            rlo[4] = 0; rhi[4] = 0xFF
+            self.roots.push_back(self._build(ids, rlo, rhi, 0))
+
+    cdef void _empty_leaf_init(self):
+        self.leaf_start.push_back(0)    # leaf 0: no rows
+        self.empty_leaf = ~0
+
+    cdef int32_t _leaf(self, vector[int32_t]& ids):
+        cdef size_t i
+        if ids.size() == 0:
+            return self.empty_leaf
+        cdef Hot h
+        cdef const Row* r
+        for i in range(ids.size()):
+            self.leaf_rows.push_back(ids[i])
+            r = &self.rows[ids[i]]
+            h.src_lo = r.lo[0]
+            h.src_hi = r.hi[0]
+            h.dst_lo = r.lo[1]
+            h.dst_hi = r.hi[1]
+            h.sp_lo = <uint16_t>r.lo[2]
+            h.sp_hi = <uint16_t>r.hi[2]
+            h.dp_lo = <uint16_t>r.lo[3]
+            h.dp_hi = <uint16_t>r.hi[3]
+            h.pr_lo = <uint8_t>r.lo[4]
+            h.pr_hi = <uint8_t>r.hi[4]
+            h.extra = r.extra
+            h.permit = r.permit
+            h.rid = ids[i]
+            self.leaf_hot.push_back(h)
+        self.leaf_start.push_back(<int32_t>self.leaf_rows.size())
+        if <int>ids.size() > self.max_leaf:
+            self.max_leaf = <int>ids.size()
+        return ~(<int32_t>self.leaf_start.size() - 2)
+
+    cdef void _prune(self, vector[int32_t]& ids, uint64_t* lo, uint64_t* hi,
+                     vector[int32_t]& out):
+        cdef size_t i
+        cdef int d
+        cdef int32_t skip_until = -1, rid
+        cdef const Row* r
+        cdef bint cover
+        for i in range(ids.size()):
+            rid = ids[i]
+            if rid < skip_until:
+                continue
+            out.push_back(rid)
+            r = &self.rows[rid]
+            if r.extra:
+                continue
+            cover = True
+            for d in range(NDIM):
+                if r.lo[d] > lo[d] or r.hi[d] < hi[d]:
+                    cover = False
+                    break
+            if cover:
+                if r.prune == 2:
+                    break
+                skip_until = r.skip_to
+
+    cdef int _choose(self, vector[int32_t]& ids, uint64_t* lo, uint64_t* hi, int* out_k,
+                     vector[int32_t]& tmp):
+        """Field to cut (or -1) and log2 of the number of slices, HiCuts style."""
+        cdef Py_ssize_t n = ids.size()
+        cdef int d, k, bits, best_d = -1, kk, shift
+        cdef uint64_t width, a, b, total, nc, c
+        cdef int32_t best_max = <int32_t>n, mx, run
+        cdef uint64_t best_sum = 0
+        cdef size_t i
+        cdef const Row* r
+        cdef bint inner
+        cdef double limit = self.spfac * n
+        for d in range(NDIM):
+            width = hi[d] - lo[d] + 1
+            if width <= 1:
+                continue
+            # a cut only helps if some row has a boundary strictly inside the region
+            inner = False
+            for i in range(<size_t>n):
+                r = &self.rows[ids[i]]
+                if r.lo[d] > lo[d] or r.hi[d] < hi[d]:
+                    inner = True
+                    break
+            if not inner:
+                continue
+            bits = ceil_log2(width)
+            # HiCuts: the most slices whose row copies stay within spfac * rows; if even
+            # that leaves one slice with every row, take more slices (up to MAX_BITS).
+            kk = 0
+            k = 1
+            while k <= bits and k <= MAX_BITS:
+                shift = bits - k
+                nc = ((width - 1) >> shift) + 1
+                total = 0
+                mx = 0
+                tmp.assign(nc + 1, 0)
+                for i in range(<size_t>n):
+                    r = &self.rows[ids[i]]
+                    a = (max(<uint64_t>r.lo[d], lo[d]) - lo[d]) >> shift
+                    b = (min(<uint64_t>r.hi[d], hi[d]) - lo[d]) >> shift
+                    tmp[a] += 1
+                    tmp[b + 1] -= 1
+                    total += b - a + 1
+                if kk and <double>(total + nc) > limit:
+                    break
+                run = 0
+                for c in range(nc):
+                    run += tmp[c]
+                    if run > mx:
+                        mx = run
+                kk = k
+                if mx < best_max or (mx == best_max and best_d >= 0 and total < best_sum):
+                    best_max = mx
+                    best_sum = total
+                    best_d = d
+                    out_k[0] = k
+                if <double>(total + nc) > limit and mx < n:
+                    break
+                k += 1
+        return best_d
+
+    cdef int32_t _build(self, vector[int32_t]& ids_in, uint64_t* region_lo,
+                        uint64_t* region_hi, int depth) except? -2147483647:
+        cdef vector[int32_t] ids
+        cdef uint64_t lo[NDIM]
+        cdef uint64_t hi[NDIM]
+        cdef size_t i, n
+        cdef int j
+        cdef const Row* r
+        # compact the region to the bounding box of its rows (HyperCuts): keys outside it
+        # match no row here, and pruning against the box is then exact.
+        for j in range(NDIM):
+            lo[j] = region_hi[j]
+            hi[j] = region_lo[j]
+        for i in range(ids_in.size()):
+            r = &self.rows[ids_in[i]]
+            for j in range(NDIM):
+                if r.lo[j] < lo[j]:
+                    lo[j] = r.lo[j]
+                if r.hi[j] > hi[j]:
+                    hi[j] = r.hi[j]
+        for j in range(NDIM):
+            if lo[j] < region_lo[j]:
+                lo[j] = region_lo[j]
+            if hi[j] > region_hi[j]:
+                hi[j] = region_hi[j]
+        self._prune(ids_in, lo, hi, ids)
+        if depth > self.max_depth:
+            self.max_depth = depth
+        cdef int64_t used = <int64_t>self.children.size() + <int64_t>self.leaf_rows.size()
+        if <int>ids.size() <= self.binth or depth >= MAX_DEPTH or used > self.budget:
+            return self._leaf(ids)
+        cdef vector[int32_t] tmp
+        cdef int k = 0
+        cdef int d = self._choose(ids, lo, hi, &k, tmp)
+        if d < 0:
+            return self._leaf(ids)
+        cdef uint64_t width = hi[d] - lo[d] + 1
+        cdef int shift = ceil_log2(width) - k
+        cdef uint64_t nc = ((width - 1) >> shift) + 1, c, a, b
+        n = ids.size()
+        # bucket rows into slices (CSR), keeping priority order inside each slice
+        cdef vector[int32_t] start
+        start.assign(nc + 1, 0)
+        for i in range(n):
+            r = &self.rows[ids[i]]
+            a = (max(<uint64_t>r.lo[d], lo[d]) - lo[d]) >> shift
+            b = (min(<uint64_t>r.hi[d], hi[d]) - lo[d]) >> shift
+            for c in range(a, b + 1):
+                start[c + 1] += 1
+        for c in range(nc):
+            start[c + 1] += start[c]
+        cdef vector[int32_t] members
+        members.resize(start[nc])
+        cdef vector[int32_t] fill = start
+        for i in range(n):
+            r = &self.rows[ids[i]]
+            a = (max(<uint64_t>r.lo[d], lo[d]) - lo[d]) >> shift
+            b = (min(<uint64_t>r.hi[d], hi[d]) - lo[d]) >> shift
+            for c in range(a, b + 1):
+                members[fill[c]] = ids[i]
+                fill[c] += 1
+        cdef int32_t node_id = <int32_t>self.nodes.size()
+        cdef Node node
+        node.dim = d
+        node.lo = <uint32_t>lo[d]
+        node.shift = shift
+        node.count = <uint32_t>nc
+        node.base = <int32_t>self.children.size()
+        self.nodes.push_back(node)
+        self.children.resize(self.children.size() + nc + 1)
+        cdef int32_t base = node.base
+        self.children[base + nc] = self.empty_leaf
+        cdef uint64_t clo[NDIM]
+        cdef uint64_t chi[NDIM]
+        cdef vector[int32_t] child
+        cdef bint same
+        cdef uint64_t slice_w = <uint64_t>1 << shift
+        for j in range(NDIM):
+            clo[j] = lo[j]
+            chi[j] = hi[j]
+        for c in range(nc):
+            clo[d] = lo[d] + c * slice_w
+            chi[d] = min(clo[d] + slice_w - 1, hi[d])
+            if start[c] == start[c + 1]:
+                self.children[base + c] = self.empty_leaf
+                continue
+            if c > 0 and start[c + 1] - start[c] == start[c] - start[c - 1]:
+                # the same rows, all spanning both slices in this field: share the subtree
+                # (no row has a boundary in d there, so nothing below depends on d).
+                same = True
+                for i in range(<size_t>(start[c + 1] - start[c])):
+                    if members[start[c] + i] != members[start[c - 1] + i]:
+                        same = False
+                        break
+                    r = &self.rows[members[start[c] + i]]
+                    if r.lo[d] > clo[d] - slice_w or r.hi[d] < chi[d]:
+                        same = False
+                        break
+                if same:
+                    self.children[base + c] = self.children[base + c - 1]
+                    continue
+            child.clear()
+            for i in range(<size_t>start[c], <size_t>start[c + 1]):
+                child.push_back(members[i])
+            self.children[base + c] = self._build(child, clo, chi, depth + 1)
+        return node_id
+
+    @property
+    def nbytes(self):
+        """Bytes held by the flat arrays (rows, nodes, children, leaves)."""
+        return (self.rows.size() * sizeof(Row) + self.nodes.size() * sizeof(Node)
+                + self.leaf_hot.size() * sizeof(Hot)
+                + (self.children.size() + self.leaf_start.size() + self.leaf_rows.size()
+                   + self.roots.size()) * sizeof(int32_t))
+
+    def export(self):
+        """Copies of the flat arrays (for tests and tuning): nodes (dim, lo, shift, count, base),
+        children, leaf_start, leaf_rows, roots, and per row (list, entry, skip_to, permit)."""
+        cdef Py_ssize_t i
+        nodes = np.zeros((self.nodes.size(), 5), dtype=np.int64)
+        for i in range(<Py_ssize_t>self.nodes.size()):
+            nodes[i, 0] = self.nodes[i].dim
+            nodes[i, 1] = self.nodes[i].lo
+            nodes[i, 2] = self.nodes[i].shift
+            nodes[i, 3] = self.nodes[i].count
+            nodes[i, 4] = self.nodes[i].base
+        rows = np.zeros((self.rows.size(), 4), dtype=np.int64)
+        for i in range(<Py_ssize_t>self.rows.size()):
+            rows[i, 0] = self.rows[i].list_idx
+            rows[i, 1] = self.rows[i].entry_idx
+            rows[i, 2] = self.rows[i].skip_to
+            rows[i, 3] = self.rows[i].permit
+        return {
+            "nodes": nodes,
+            "children": np.array([self.children[i] for i in range(<Py_ssize_t>self.children.size())], dtype=np.int64),
+            "leaf_start": np.array([self.leaf_start[i] for i in range(<Py_ssize_t>self.leaf_start.size())], dtype=np.int64),
+            "leaf_rows": np.array([self.leaf_rows[i] for i in range(<Py_ssize_t>self.leaf_rows.size())], dtype=np.int64),
+            "roots": np.array([self.roots[i] for i in range(<Py_ssize_t>self.roots.size())], dtype=np.int64),
+            "rows": rows,
+        }
+
+    def stats(self):
+        return {
+            "rows": <int>self.rows.size(),
+            "trees": <int>self.roots.size(),
+            "nodes": <int>self.nodes.size(),
+            "children": <int>self.children.size(),
+            "leaves": <int>self.leaf_start.size() - 1,
+            "leaf_rows": <int>self.leaf_rows.size(),
+            "max_leaf": self.max_leaf,
+            "max_depth": self.max_depth,
+            "bytes": self.nbytes,
+        }
+
+
+cdef struct ForestView:
+    const Row* rows
+    const Node* nodes
+    const int32_t* children
+    const int32_t* leaf_start
+    const Hot* leaf_hot
+    const int32_t* roots
+    int ntrees
+
+
+cdef ForestView view_of(Forest f):
+    cdef ForestView v
+    v.rows = f.rows.data()
+    v.nodes = f.nodes.data()
+    v.children = f.children.data()
+    v.leaf_start = f.leaf_start.data()
+    v.leaf_hot = f.leaf_hot.data()
+    v.roots = f.roots.data()
+    v.ntrees = <int>f.roots.size()
+    return v
+
+
+cdef inline int32_t forest_lookup(const ForestView* v, const Key* k) noexcept nogil:
+    """Row id of the first permit under the list semantics, or -1."""
+    cdef int32_t pos[MAX_TREES]
+    cdef int32_t end[MAX_TREES]
+    cdef int t
+    cdef int32_t c, rid, start = 0, cur, p, e
+    cdef const Hot* h
+    if v.ntrees == 0:
+        return -1
+    if v.ntrees == 1:
+        # one tree: scan the leaf in order, a matching deny skips to the next list
+        c = descend(v.nodes, v.children, v.roots[0], k)
+        p = v.leaf_start[c]
+        e = v.leaf_start[c + 1]
+        while p < e:
+            h = &v.leaf_hot[p]
+            p += 1
+            if h.rid >= start and hot_matches(h, v.rows, k):
+                if h.permit:
+                    return h.rid
+                start = v.rows[h.rid].skip_to
+        return -1
+    for t in range(v.ntrees):
+        c = descend(v.nodes, v.children, v.roots[t], k)
+        pos[t] = v.leaf_start[c]
+        end[t] = v.leaf_start[c + 1]
+    while True:
+        # smallest matching row >= start over all trees; each scan stops at the best so far
+        cur = NO_ROW
+        for t in range(v.ntrees):
+            p = pos[t]
+            e = end[t]
+            while p < e:
+                h = &v.leaf_hot[p]
+                rid = h.rid
+                if rid >= cur:
+                    break
+                if rid >= start and hot_matches(h, v.rows, k):
+                    cur = rid
+                    break
+                p += 1
+            pos[t] = p
+        if cur == NO_ROW:
+            return -1
+        if v.rows[cur].permit:
+            return cur
+        start = v.rows[cur].skip_to
+
+
+cdef inline uint8_t parse_ipv4(const uint8_t* p, int64_t n, Key* k) noexcept nogil:
+    """Fill the key from one IPv4 packet (RFC 791 header); bounds-checked against n."""
+    cdef int64_t ihl, total, l4
+    cdef uint32_t fragword
+    if n <= 0:
+        return ST_TRUNCATED
+    if (p[0] >> 4) != 4:
+        return ST_BAD_IP_HEADER
+    if n < 20:
+        return ST_TRUNCATED
+    ihl = (p[0] & 0x0F) * 4
+    if ihl < 20:
+        return ST_BAD_IP_HEADER
+    if ihl > n:
+        return ST_TRUNCATED
+    total = (<int64_t>p[2] << 8) | p[3]
+    if total < ihl:
+        return ST_BAD_IP_HEADER
+    if total > n:
+        return ST_TRUNCATED
+    k.tos = p[1]
+    fragword = (<uint32_t>p[6] << 8) | p[7]
+    if fragword & 0x1FFF:
+        k.frag = 2          # non-initial fragment: no transport header here
+    elif fragword & 0x2000:
+        k.frag = 1          # MF set, offset 0: the initial fragment
+    else:
+        k.frag = 0
+    k.f[4] = p[9]
+    k.f[0] = (<uint32_t>p[12] << 24) | (<uint32_t>p[13] << 16) | (<uint32_t>p[14] << 8) | p[15]
+    k.f[1] = (<uint32_t>p[16] << 24) | (<uint32_t>p[17] << 16) | (<uint32_t>p[18] << 8) | p[19]
+    k.f[2] = 0
+    k.f[3] = 0
+    k.icmp_type = -1
+    k.icmp_code = -1
+    k.tcp_flags = 0
+    if k.frag == 2:
+        return ST_OK
+    l4 = ihl
+    if k.f[4] == 6:
+        if total - l4 < 14:          # through the TCP flags byte (RFC 793 3.1)
+            return ST_TRUNCATED
+        k.f[2] = (<uint32_t>p[l4] << 8) | p[l4 + 1]
+        k.f[3] = (<uint32_t>p[l4 + 2] << 8) | p[l4 + 3]
+        k.tcp_flags = p[l4 + 13]
+    elif k.f[4] == 17:
+        if total - l4 < 4:
+            return ST_TRUNCATED
+        k.f[2] = (<uint32_t>p[l4] << 8) | p[l4 + 1]
+        k.f[3] = (<uint32_t>p[l4 + 2] << 8) | p[l4 + 3]
+    elif k.f[4] == 1:
+        if total - l4 < 2:
+            return ST_TRUNCATED
+        k.icmp_type = p[l4]
+        k.icmp_code = p[l4 + 1]
+    return ST_OK
+
+
+cdef inline void mirror_key(Key* k) noexcept nogil:
+    cdef uint32_t t = k.f[0]
+    k.f[0] = k.f[1]
+    k.f[1] = t
+    t = k.f[2]
+    k.f[2] = k.f[3]
+    k.f[3] = t
+
+
+cdef class Compiled:
+    """Two forests (whole packets / non-initial fragments); lookups over batches."""
+
+    cdef readonly Forest whole
+    cdef readonly Forest frag
+
+    def __init__(self, Forest whole, Forest frag):
+        self.whole = whole
+        self.frag = frag
+
+    def classify_packets(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
+                         const int64_t[::1] lengths, bint mirror, int32_t[::1] lists,
+                         int32_t[::1] entries, uint8_t[::1] status):
+        """Classify every packet; results into the preallocated output arrays."""
+        cdef Py_ssize_t n = offsets.shape[0], i
+        if lengths.shape[0] != n or lists.shape[0] != n or entries.shape[0] != n \
+                or status.shape[0] != n:
+            raise ValueError("array lengths differ")
+        cdef ForestView vw = view_of(self.whole)
+        cdef ForestView vf = view_of(self.frag)
+        cdef const uint8_t* base = &buf[0] if buf.shape[0] > 0 else NULL
+        cdef Py_ssize_t size = buf.shape[0]
+        cdef Key k
+        cdef uint8_t st
+        cdef int32_t rid
+        cdef const Row* r
+        # the PacketBatch constructor checked offsets/lengths; check again, cheaply
+        for i in range(n):
+            if offsets[i] < 0 or lengths[i] < 0 or offsets[i] + lengths[i] > size:
+                raise ValueError("a packet lies outside the buffer")
+        with nogil:
+            for i in range(n):
+                st = parse_ipv4(base + offsets[i], lengths[i], &k)
+                status[i] = st
+                if st != ST_OK:
+                    lists[i] = -1
+                    entries[i] = -1
+                    continue
+                if mirror:
+                    mirror_key(&k)
+                if k.frag == 2:
+                    rid = forest_lookup(&vf, &k)
+                    r = vf.rows
+                else:
+                    rid = forest_lookup(&vw, &k)
+                    r = vw.rows
+                if rid < 0:
+                    lists[i] = -1
+                    entries[i] = -1
+                else:
+                    lists[i] = r[rid].list_idx
+                    entries[i] = r[rid].entry_idx
+
+    def classify_fields(self, const int64_t[::1] proto, const int64_t[::1] src,
+                        const int64_t[::1] dst, const int64_t[::1] sport,
+                        const int64_t[::1] dport, const int64_t[::1] frag,
+                        const int64_t[::1] icmp_type, const int64_t[::1] icmp_code,
+                        const int64_t[::1] tcp_flags, const int64_t[::1] tos, bint mirror,
+                        int32_t[::1] lists, int32_t[::1] entries):
+        """Classify header fields given as arrays (already range-checked by the caller)."""
+        cdef Py_ssize_t n = proto.shape[0], i
+        if (src.shape[0] != n or dst.shape[0] != n or sport.shape[0] != n
+                or dport.shape[0] != n or frag.shape[0] != n or icmp_type.shape[0] != n
+                or icmp_code.shape[0] != n or tcp_flags.shape[0] != n or tos.shape[0] != n
+                or lists.shape[0] != n or entries.shape[0] != n):
+            raise ValueError("array lengths differ")
+        cdef ForestView vw = view_of(self.whole)
+        cdef ForestView vf = view_of(self.frag)
+        cdef Key k
+        cdef int32_t rid
+        cdef const Row* r
+        with nogil:
+            for i in range(n):
+                k.f[0] = <uint32_t>src[i]
+                k.f[1] = <uint32_t>dst[i]
+                k.f[2] = <uint32_t>sport[i]
+                k.f[3] = <uint32_t>dport[i]
+                k.f[4] = <uint32_t>proto[i]
+                k.frag = <int32_t>frag[i]
+                k.icmp_type = <int32_t>icmp_type[i]
+                k.icmp_code = <int32_t>icmp_code[i]
+                k.tcp_flags = <uint32_t>tcp_flags[i]
+                k.tos = <uint32_t>tos[i]
+                if mirror:
+                    mirror_key(&k)
+                if k.frag == 2:
+                    rid = forest_lookup(&vf, &k)
+                    r = vf.rows
+                else:
+                    rid = forest_lookup(&vw, &k)
+                    r = vw.rows
+                if rid < 0:
+                    lists[i] = -1
+                    entries[i] = -1
+                else:
+                    lists[i] = r[rid].list_idx
+                    entries[i] = r[rid].entry_idx
+
+    @property
+    def nbytes(self):
+        return self.whole.nbytes + self.frag.nbytes
