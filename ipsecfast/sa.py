@@ -107,6 +107,7 @@ class SecurityAssociation:
         _iv_counter: int | None = None,
         _ip_id: int = 0,
         _icv_length: int | None = None,
+        _reserved_spi: bool = False,
     ) -> None:
         if protocol not in _PROTO_NUMBER:
             raise ValueError(f"protocol must be 'esp' or 'ah', not {protocol!r}")
@@ -114,7 +115,7 @@ class SecurityAssociation:
             raise ValueError(f"mode must be 'tunnel' or 'transport', not {mode!r}")
         if isinstance(spi, bool) or not isinstance(spi, (int, np.integer)):
             raise TypeError("spi must be an int")
-        if not 1 <= int(spi) <= 0xFFFFFFFF:
+        if not (0 if _reserved_spi else 1) <= int(spi) <= 0xFFFFFFFF:
             raise ValueError("spi must be 1..4294967295 (0 is reserved, RFC 4303 §2.1)")
         if isinstance(replay_window, bool) or not 0 <= int(replay_window) <= _MAX_WINDOW:
             raise ValueError(f"replay_window must be 0..{_MAX_WINDOW} (0 disables anti-replay)")
