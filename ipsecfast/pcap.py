@@ -321,16 +321,42 @@ def write(
         + snaplen.to_bytes(4, "little")
         + lt.to_bytes(4, "little")
     )
-    out = np.empty(16 * n + frames.nbytes, dtype=np.uint8)
-    _pcap.write_records(
-        frames.buffer, frames.offsets, frames.lengths,
-        np.ascontiguousarray(orig, dtype=_I64), np.ascontiguousarray(ts, dtype=_I64),
-        nano, out,
-    )
+    orig = np.ascontiguousarray(orig, dtype=_I64)
+    ts = np.ascontiguousarray(ts, dtype=_I64)
     if isinstance(target, (str, os.PathLike)):
         with open(os.fspath(target), "wb") as fh:
             fh.write(header)
-            fh.write(out.data)
+            _write_chunks(fh, frames, orig, ts, nano)
     else:
         target.write(header)
-        target.write(out.data)
+        _write_chunks(target, frames, orig, ts, nano)
+
+
+_CHUNK = 1 << 24  # bytes of records formatted per compiled call, into one reused buffer
+
+
+def _write_chunks(
+    fh: IO[bytes],
+    frames: PacketBatch,
+    orig: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    nano: bool,
+) -> None:
+    n = len(frames)
+    if n == 0:
+        return
+    ends = np.cumsum(frames.lengths + 16)
+    # chunk boundaries every ~16 MB of output (a record larger than that is a chunk alone)
+    cuts = np.unique(np.searchsorted(ends, np.arange(_CHUNK, int(ends[-1]), _CHUNK), "right"))
+    bounds = [0, *(int(c) for c in cuts if 0 < c < n), n]
+    starts = np.concatenate(([0], ends[:-1]))
+    buf = np.empty(min(int(ends[-1]), 2 * _CHUNK), dtype=np.uint8)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        size = int(ends[b - 1] - starts[a])
+        if size > buf.size:
+            buf = np.empty(size, dtype=np.uint8)
+        view = frames[a:b]
+        _pcap.write_records(
+            view.buffer, view.offsets, view.lengths, orig[a:b], ts[a:b], nano, buf[:size]
+        )
+        fh.write(buf[:size].data)

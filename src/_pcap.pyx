@@ -15,7 +15,7 @@ Byte layouts:
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -82,13 +82,82 @@ cdef inline void wr32le(uint8_t* p, uint32_t v) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------
+# record arrays, grown while scanning (one pass: every record header is a cache miss
+# on a large file, so a counting pass first would double the scan time)
+# ---------------------------------------------------------------------------------
+cdef struct Records:
+    int64_t n
+    int64_t cap
+    int64_t* off         # offset of the packet data in the file
+    int64_t* caplen
+    int64_t* origlen
+    int64_t* ts          # nanoseconds
+    uint8_t* foreign     # pcapng: the packet's interface has another link type
+
+
+cdef int rec_grow(Records* r) noexcept nogil:
+    """Double the capacity; -1 if out of memory (the old arrays stay valid)."""
+    cdef int64_t cap = r.cap * 2 if r.cap else 4096
+    cdef void* q
+    q = realloc(r.off, cap * sizeof(int64_t))
+    if q == NULL:
+        return -1
+    r.off = <int64_t*>q
+    q = realloc(r.caplen, cap * sizeof(int64_t))
+    if q == NULL:
+        return -1
+    r.caplen = <int64_t*>q
+    q = realloc(r.origlen, cap * sizeof(int64_t))
+    if q == NULL:
+        return -1
+    r.origlen = <int64_t*>q
+    q = realloc(r.ts, cap * sizeof(int64_t))
+    if q == NULL:
+        return -1
+    r.ts = <int64_t*>q
+    q = realloc(r.foreign, cap * sizeof(uint8_t))
+    if q == NULL:
+        return -1
+    r.foreign = <uint8_t*>q
+    r.cap = cap
+    return 0
+
+
+cdef void rec_free(Records* r) noexcept nogil:
+    free(r.off)
+    free(r.caplen)
+    free(r.origlen)
+    free(r.ts)
+    free(r.foreign)
+
+
+cdef tuple rec_arrays(Records* r):
+    """Copies of the records as numpy arrays: offsets, lengths, orig, ts, foreign."""
+    cdef int64_t n = r.n
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+           np.empty(n, np.int64), np.empty(n, np.uint8))
+    cdef int64_t[::1] a
+    cdef uint8_t[::1] b
+    if n:
+        a = out[0]
+        memcpy(&a[0], r.off, n * sizeof(int64_t))
+        a = out[1]
+        memcpy(&a[0], r.caplen, n * sizeof(int64_t))
+        a = out[2]
+        memcpy(&a[0], r.origlen, n * sizeof(int64_t))
+        a = out[3]
+        memcpy(&a[0], r.ts, n * sizeof(int64_t))
+        b = out[4]
+        memcpy(&b[0], r.foreign, n * sizeof(uint8_t))
+    return out
+
+
+# ---------------------------------------------------------------------------------
 # classic pcap
 # ---------------------------------------------------------------------------------
-cdef int64_t scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac_ns,
-                            int64_t* off, int64_t* caplen, int64_t* origlen, int64_t* ts,
-                            ScanError* err) noexcept nogil:
-    """Count (and, when ``off`` is not NULL, fill) the packet records after the 24-byte
-    file header. Returns the number of records, or -1 with ``err`` set."""
+cdef int scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac_ns,
+                        Records* r, ScanError* err) noexcept nogil:
+    """The packet records after the 24-byte file header into ``r``; -1 with ``err`` set."""
     cdef int64_t pos = 24, n = 0, incl
     cdef uint32_t sec, frac
     while pos < size:
@@ -110,16 +179,21 @@ cdef int64_t scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t 
             err.value = incl
             err.value2 = size - pos - 16
             return -1
-        if off != NULL:
-            sec = rd32(buf + pos, big)
-            frac = rd32(buf + pos + 4, big)
-            off[n] = pos + 16
-            caplen[n] = incl
-            origlen[n] = rd32(buf + pos + 12, big)
-            ts[n] = <int64_t>sec * 1000000000 + <int64_t>frac * frac_ns
+        if n == r.cap and rec_grow(r) < 0:
+            err.code = E_NOMEM
+            err.offset = pos
+            return -1
+        sec = rd32(buf + pos, big)
+        frac = rd32(buf + pos + 4, big)
+        r.off[n] = pos + 16
+        r.caplen[n] = incl
+        r.origlen[n] = rd32(buf + pos + 12, big)
+        r.ts[n] = <int64_t>sec * 1000000000 + <int64_t>frac * frac_ns
+        r.foreign[n] = 0
         n += 1
+        r.n = n
         pos += 16 + incl
-    return n
+    return 0
 
 
 def scan_classic(const uint8_t[::1] buf, bint big, bint nano):
@@ -130,22 +204,19 @@ def scan_classic(const uint8_t[::1] buf, bint big, bint nano):
     cdef int64_t size = buf.shape[0]
     cdef const uint8_t* p = &buf[0]
     cdef ScanError err
-    cdef int64_t n
+    cdef Records r
+    cdef int rc
     cdef int64_t frac_ns = 1 if nano else 1000
+    memset(&r, 0, sizeof(r))
     err.code = E_OK
-    with nogil:
-        n = scan_classic_c(p, size, big, frac_ns, NULL, NULL, NULL, NULL, &err)
-    if n < 0:
-        _raise(&err, size)
-    offsets = np.empty(n, np.int64)
-    lengths = np.empty(n, np.int64)
-    origs = np.empty(n, np.int64)
-    stamps = np.empty(n, np.int64)
-    cdef int64_t[::1] o = offsets, l = lengths, g = origs, t = stamps
-    if n:
+    try:
         with nogil:
-            scan_classic_c(p, size, big, frac_ns, &o[0], &l[0], &g[0], &t[0], &err)
-    return offsets, lengths, origs, stamps
+            rc = scan_classic_c(p, size, big, frac_ns, &r, &err)
+        if rc < 0:
+            _raise(&err, size)
+        return rec_arrays(&r)[:4]
+    finally:
+        rec_free(&r)
 
 
 # ---------------------------------------------------------------------------------
@@ -209,14 +280,12 @@ cdef int parse_idb(const uint8_t* body, int64_t blen, bint big, Iface* f,
     return 0
 
 
-cdef int64_t scan_pcapng_c(const uint8_t* buf, int64_t size, Iface** ifaces_io, int* cap_io,
-                           int* first_lt, int* fine_ts,
-                           int64_t* off, int64_t* caplen, int64_t* origlen, int64_t* ts,
-                           uint8_t* foreign, ScanError* err) noexcept nogil:
-    """Count (and, when ``off`` is not NULL, fill) the packets of a pcapng file.
+cdef int scan_pcapng_c(const uint8_t* buf, int64_t size, Iface** ifaces_io, int* cap_io,
+                       int* first_lt, int* fine_ts, Records* r, ScanError* err) noexcept nogil:
+    """The packets of a pcapng file into ``r``; -1 with ``err`` set.
 
-    ``foreign[i]`` is set when packet i's interface has a link type other than the first
-    interface's. Returns the number of packets, or -1 with ``err`` set."""
+    ``r.foreign[i]`` is set when packet i's interface has a link type other than the
+    first interface's."""
     cdef int64_t pos = 0, n = 0, blen, body_len, incl
     cdef uint32_t btype, ifid
     cdef bint big = 0
@@ -317,15 +386,19 @@ cdef int64_t scan_pcapng_c(const uint8_t* buf, int64_t size, Iface** ifaces_io, 
                 err.value = incl
                 err.value2 = body_len - 20
                 return -1
-            if off != NULL:
-                f = &ifaces_io[0][ifid]
-                t = (<uint64_t>rd32(body + 4, big) << 32) | rd32(body + 8, big)
-                off[n] = pos + 28
-                caplen[n] = incl
-                origlen[n] = rd32(body + 16, big)
-                ts[n] = ts_to_ns(t, f)
-                foreign[n] = f.linktype != first_lt[0]
+            if n == r.cap and rec_grow(r) < 0:
+                err.code = E_NOMEM
+                err.offset = pos
+                return -1
+            f = &ifaces_io[0][ifid]
+            t = (<uint64_t>rd32(body + 4, big) << 32) | rd32(body + 8, big)
+            r.off[n] = pos + 28
+            r.caplen[n] = incl
+            r.origlen[n] = rd32(body + 16, big)
+            r.ts[n] = ts_to_ns(t, f)
+            r.foreign[n] = f.linktype != first_lt[0]
             n += 1
+            r.n = n
         elif btype == 3:                 # Simple Packet Block: always interface 0
             if body_len < 4:
                 err.code = E_BLK_SHORT
@@ -337,24 +410,28 @@ cdef int64_t scan_pcapng_c(const uint8_t* buf, int64_t size, Iface** ifaces_io, 
                 err.offset = pos
                 err.value = 0
                 return -1
-            if off != NULL:
-                f = &ifaces_io[0][0]
-                # §4.4: captured length = min(original length, SnapLen), and it must
-                # fit in the block (the body is padded to 32 bits).
-                incl = rd32(body, big)
-                origlen[n] = incl
-                if incl > body_len - 4:
-                    incl = body_len - 4
-                if f.snaplen and incl > f.snaplen:
-                    incl = f.snaplen
-                off[n] = pos + 12
-                caplen[n] = incl
-                ts[n] = 0        # an SPB carries no timestamp
-                foreign[n] = f.linktype != first_lt[0]
+            if n == r.cap and rec_grow(r) < 0:
+                err.code = E_NOMEM
+                err.offset = pos
+                return -1
+            f = &ifaces_io[0][0]
+            # §4.4: captured length = min(original length, SnapLen), and it must
+            # fit in the block (the body is padded to 32 bits).
+            incl = rd32(body, big)
+            r.origlen[n] = incl
+            if incl > body_len - 4:
+                incl = body_len - 4
+            if f.snaplen and incl > f.snaplen:
+                incl = f.snaplen
+            r.off[n] = pos + 12
+            r.caplen[n] = incl
+            r.ts[n] = 0          # an SPB carries no timestamp
+            r.foreign[n] = f.linktype != first_lt[0]
             n += 1
+            r.n = n
         # every other block type is skipped (§3.1: "can simply ignore their content")
         pos += blen
-    return n
+    return 0
 
 
 def scan_pcapng(const uint8_t[::1] buf):
@@ -368,37 +445,21 @@ def scan_pcapng(const uint8_t[::1] buf):
     cdef int64_t size = buf.shape[0]
     cdef const uint8_t* p = &buf[0]
     cdef ScanError err
-    cdef int64_t n
+    cdef Records r
+    cdef int rc
     cdef Iface* ifaces = NULL
     cdef int cap = 0, first_lt = -1, fine = 0
+    memset(&r, 0, sizeof(r))
     err.code = E_OK
     try:
         with nogil:
-            n = scan_pcapng_c(p, size, &ifaces, &cap, &first_lt, &fine,
-                              NULL, NULL, NULL, NULL, NULL, &err)
-        if n < 0:
+            rc = scan_pcapng_c(p, size, &ifaces, &cap, &first_lt, &fine, &r, &err)
+        if rc < 0:
             _raise(&err, size)
-        offsets = np.empty(n, np.int64)
-        lengths = np.empty(n, np.int64)
-        origs = np.empty(n, np.int64)
-        stamps = np.empty(n, np.int64)
-        foreign = np.zeros(n, np.uint8)
-        if n:
-            _fill_pcapng(p, size, &ifaces, &cap, offsets, lengths, origs, stamps, foreign)
+        return (first_lt, bool(fine)) + rec_arrays(&r)
     finally:
         free(ifaces)
-    return first_lt, bool(fine), offsets, lengths, origs, stamps, foreign
-
-
-cdef _fill_pcapng(const uint8_t* p, int64_t size, Iface** ifaces, int* cap,
-                  int64_t[::1] o, int64_t[::1] l, int64_t[::1] g, int64_t[::1] t,
-                  uint8_t[::1] fr):
-    cdef ScanError err
-    cdef int first_lt = -1, fine = 0
-    err.code = E_OK
-    with nogil:
-        scan_pcapng_c(p, size, ifaces, cap, &first_lt, &fine,
-                      &o[0], &l[0], &g[0], &t[0], &fr[0], &err)
+        rec_free(&r)
 
 
 _BLOCK_NAMES = {0x0A0D0D0A: "section header block", 1: "interface description block",

@@ -615,3 +615,24 @@ def test_fuzz_link_parse(linktype: int, frames: list[bytes]) -> None:
     assert np.all(cap.l3_offsets[cap.is_ipv4] >= 0)
     out = cap.replace_ip_packets(ip)
     assert len(out) == len(cap)
+
+
+def test_chunked_write_matches_single_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = [f for f, _, _ in CASES[1]] * 7
+    cap = pcap.Capture(PacketBatch.from_list(frames), 1, np.arange(len(frames)) * 1_000_003)
+    whole = io.BytesIO()
+    pcap.write(whole, cap)
+    for chunk in (1, 64, 100, 1500):
+        monkeypatch.setattr(pcap, "_CHUNK", chunk)
+        parts = io.BytesIO()
+        pcap.write(parts, cap)
+        assert parts.getvalue() == whole.getvalue()
+
+
+def test_rewrite_in_place(tmp_path: Path) -> None:
+    """read() copies the file, so writing back over the same path is safe."""
+    path = tmp_path / "same.pcap"
+    path.write_bytes(_classic([f for f, _, _ in CASES[1]], 1))
+    cap = pcap.read(path)
+    pcap.write(path, cap.replace_ip_packets(cap.ip_packets()))
+    _check(pcap.read(path), CASES[1])
