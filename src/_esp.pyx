@@ -854,9 +854,10 @@ cdef bytes _cipher_name(int cipher, int keylen):
     raise ValueError(f"unknown cipher id {cipher}")
 
 
-_MD_NAMES = {A_HMAC_MD5_96: (b"MD5", 12), A_HMAC_SHA1_96: (b"SHA1", 12),
-             A_HMAC_SHA256_128: (b"SHA256", 16), A_HMAC_SHA384_192: (b"SHA384", 24),
-             A_HMAC_SHA512_256: (b"SHA512", 32)}
+# integrity id -> (OpenSSL digest, IPsec ICV bytes, digest bytes)
+_MD_NAMES = {A_HMAC_MD5_96: (b"MD5", 12, 16), A_HMAC_SHA1_96: (b"SHA1", 12, 20),
+             A_HMAC_SHA256_128: (b"SHA256", 16, 32), A_HMAC_SHA384_192: (b"SHA384", 24, 48),
+             A_HMAC_SHA512_256: (b"SHA512", 32, 64)}
 
 
 cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
@@ -1201,8 +1202,10 @@ def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len)
     cdef uint8_t mac[64]
     cdef int ok
     memset(&s, 0, sizeof(Sa))
-    if not 0 < out_len <= 64:
-        raise ValueError("out_len must be 1..64")
+    if auth not in _MD_NAMES:
+        raise ValueError(f"unknown integrity id {auth}")
+    if not 0 < out_len <= _MD_NAMES[auth][2]:
+        raise ValueError(f"out_len must be 1..{_MD_NAMES[auth][2]}")
     try:
         _hmac_setup(&s, auth, key)
         with nogil:
