@@ -718,7 +718,7 @@ def _parse_rule(ln: _Line, seq: int, action: Action) -> Ace:
         if word in _UNSUPPORTED:
             raise ln.invalid(col, _UNSUPPORTED[word])
         if word not in _OPTIONS or word in seen:
-            if protocol == ICMP and icmp_type is None and "dscp" not in seen and not seen:
+            if protocol == ICMP and icmp_type is None and not seen:
                 what = "an ICMP message type or name, or an option"
             elif has_ports and destination_port is None and not seen:
                 what = "a port operator or an option"
@@ -810,14 +810,11 @@ def parse_numbered_line(line: str, lineno: int | None = None) -> tuple[str, Ace]
 
 
 def _named_entry(ln: _Line, acl: AccessList, apply: bool = True) -> Ace | None:
-    expected = "a sequence number, permit, deny, remark or no"
-    col, tok = ln.take(expected)
-    word = tok.lower()
-    negate = False
-    if word == "no":
-        negate = True
-        col, tok = ln.take("a sequence number, permit or deny")
-        word = tok.lower()
+    """One sub-mode line; returns the entry added (None for ``no ...``)."""
+    col, tok = ln.take("a sequence number, permit, deny, remark or no")
+    negate = tok.lower() == "no"
+    if negate:
+        col, tok = ln.take("a sequence number, permit, deny or remark")
     seq = 0
     seq_col = col
     if tok.isdigit():
@@ -829,19 +826,25 @@ def _named_entry(ln: _Line, acl: AccessList, apply: bool = True) -> Ace | None:
                 acl.remove(seq)
             return None
         col, tok = ln.take("permit, deny or remark")
-        word = tok.lower()
-    if word == "remark" and not negate:
+        expected = "permit, deny or remark"
+    elif negate:
+        expected = "a sequence number, permit, deny or remark"
+    else:
+        expected = "a sequence number, permit, deny, remark or no"
+    word = tok.lower()
+    if word == "remark":
         ace = _parse_remark(ln, seq)
     elif word in ("permit", "deny"):
         ace = _parse_rule(ln, seq, "permit" if word == "permit" else "deny")
     elif word in _UNSUPPORTED:
         raise ln.invalid(col, _UNSUPPORTED[word])
     else:
-        raise ln.invalid(col, f"expected {'permit or deny' if seq or negate else expected}")
+        raise ln.invalid(col, f"expected {expected}")
     if not apply:
         return ace
     if negate:
-        # `no permit ...`: remove the entry with this content (IOS named-list syntax).
+        # `no permit ...` / `no remark TEXT`: remove the entry with this content, as
+        # IOS does in named-list mode.
         for old in acl.entries:
             if replace(old, seq=0) == ace:
                 acl.remove(old.seq)
@@ -858,7 +861,7 @@ def parse_named_entry(line: str, acl: AccessList, lineno: int | None = None) -> 
     """Apply one ``ip access-list extended`` sub-mode line to ``acl`` in place.
 
     ``[SEQ] permit|deny ...``, ``[SEQ] remark TEXT``, ``no SEQ`` and
-    ``no permit|deny ...`` (remove the entry with that content). Without SEQ the entry
+    ``no permit|deny|remark ...`` (remove the entry with that content). Without SEQ the entry
     gets the last sequence number + 10. ``no`` of an entry that does not exist is
     silently ignored, as IOS does.
     """

@@ -390,6 +390,17 @@ def test_sequence_numbers() -> None:
     assert added.seq == 35 and acl.entries[-1] is added
     with pytest.raises(ConfigError, match="Duplicate sequence number 10"):
         acl.add(Ace(10, "permit"))
+    parse_named_entry("no remark first", acl)  # remarks are removed by content too
+    parse_named_entry("no remark other", acl)  # absent: ignored
+    assert [a.seq for a in acl.entries] == [10, 25, 35]
+    acl.count(25, 4)
+    assert acl.remove(25) and not acl.remove(25)
+    assert acl.hits == {}
+    assert [a.seq for a in acl.entries] == [10, 35]
+    assert str(acl.entries[0]) == "permit ip any host 1.1.1.1"
+    assert acl.first_match_index(PacketFields(6, 0, ip("1.1.1.1"))) == 0
+    assert acl.first_match_index(PacketFields(6, 0, ip("1.1.1.2"))) == 1
+    assert acl.first_match_index(PacketFields(17, 0, ip("1.1.1.2"))) == -1
 
 
 def test_numbered_list_edited_by_name() -> None:
@@ -569,32 +580,49 @@ def test_incomplete_commands(line: str, words: str) -> None:
     assert str(e).splitlines() == [f"line 2: {line}", f"% {e.message}"]
 
 
-NAMED_ERRORS: list[tuple[str, str, int, str]] = [
+NAMED_ERRORS: list[tuple[str, str | None, int, str]] = [
     # (sub-mode line, bad token, occurrence, words); the block starts with a header line
     (" permit ipp any any", "ipp", 1, "protocol"),
-    (" 10 permitt ip any any", "permitt", 1, "permit or deny"),
+    (" 10 permitt ip any any", "permitt", 1, "permit, deny or remark"),
+    (" 20 allow ip any any", "allow", 1, "permit, deny or remark"),
     (" allow ip any any", "allow", 1, "sequence number, permit, deny, remark or no"),
     (" 0 permit ip any any", "0", 1, "sequence number"),
     (" 2147483648 permit ip any any", "2147483648", 1, "sequence number"),
     (" 10 permit ip any any", "10", 1, "Duplicate sequence number 10"),
     (" no 10 20", "20", 1, "end of the line"),
-    (" no remark x", "remark", 1, "permit or deny"),
+    (" no allow ip any any", "allow", 1, "sequence number, permit, deny or remark"),
+    (" no 0", "0", 1, "sequence number"),
+    (" 20 remark", None, 0, "remark text"),
     ("   deny tcp any any eq 80 443 dscp 70", "70", 1, "DSCP"),
 ]
 
 
 @pytest.mark.parametrize("line,token,nth,words", NAMED_ERRORS)
-def test_named_errors(line: str, token: str, nth: int, words: str) -> None:
+def test_named_errors(line: str, token: str | None, nth: int, words: str) -> None:
     text = f"ip access-list extended X\n 10 permit ip any any\n{line}\n"
+    expected_col = None if token is None else col(line, token, nth)  # None: incomplete
     with pytest.raises(ConfigError) as err:
         parse_access_lists(text)
     e = err.value
-    assert (e.lineno, e.line, e.column) == (3, line, col(line, token, nth))
+    assert (e.lineno, e.line, e.column) == (3, line, expected_col)
     assert words in e.message
     acl = AccessList.parse("ip access-list extended X\n 10 permit ip any any")
     with pytest.raises(ConfigError) as err2:
         parse_named_entry(line, acl, 42)
-    assert (err2.value.lineno, err2.value.column) == (42, col(line, token, nth))
+    assert (err2.value.lineno, err2.value.column) == (42, expected_col)
+    assert [a.seq for a in acl.entries] == [10]  # unchanged
+
+
+def test_maximum_sequence_number() -> None:
+    acl = AccessList("X")
+    parse_named_entry("2147483647 permit ip any any", acl)
+    line = " deny ip any any"
+    with pytest.raises(ConfigError) as err:
+        parse_named_entry(line, acl, 5)
+    assert (err.value.lineno, err.value.column) == (5, col(line, "deny"))
+    assert "maximum sequence number" in err.value.message
+    with pytest.raises(ConfigError, match="maximum sequence number"):
+        acl.add(Ace(0, "permit"))
 
 
 HEADER_ERRORS: list[tuple[str, str, str]] = [
@@ -702,12 +730,12 @@ def port_matches(draw: st.DrawFn) -> PortMatch:
     return PortMatch(op, (draw(ports),))  # type: ignore[arg-type]
 
 
-remark_text = st.text(
-    st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20
+# remark text: printable words separated by one or two spaces, at most 100 characters
+remark_text = st.lists(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12),
+    min_size=1, max_size=6,
 ).flatmap(
-    lambda w: st.lists(st.just(w) | st.text(st.characters(min_codepoint=33, max_codepoint=126),
-                                             min_size=1, max_size=10),
-                       min_size=1, max_size=5).map(" ".join)
+    lambda words: st.sampled_from([" ", "  "]).map(lambda sep: sep.join(words))
 ).filter(lambda s: len(s) <= 100)
 
 
@@ -770,8 +798,8 @@ def test_round_trip_lists(entries: list[Ace], gaps: list[int], name: str, defaul
     for a, b in zip(acl.entries, acl.entries[1:], strict=False):
         assert a.seq < b.seq
     text = "\n".join(render_config(acl))
-    assert AccessList.parse(text) == acl if acl.entries or kind == "named" else True
-    assert parse_access_lists(text + "\n!\n") == ({name: acl} if text.strip() else {})
+    assert AccessList.parse(text) == acl
+    assert parse_access_lists(f"!\n{text}\n!\n") == {name: acl}
     # show access-lists form: the same entries without remarks, counters read back
     for a in acl.entries:
         acl.count(a.seq, a.seq % 3)
@@ -851,7 +879,13 @@ def test_port_operators_brute_force(op: str, expected: object) -> None:
     assert pred is not None
     dst = one(f"permit tcp any any {op}")
     src = one(f"permit tcp any {op} any")
+    assert dst.destination_port is not None
+    # the operator on every port; the whole entry on the edges and a stride of ports
     for port in range(65536):
+        assert dst.destination_port.matches(port) is bool(pred(port)), port
+    edges = {0, 1, 2, 22, 23, 24, 79, 80, 81, 442, 443, 444, 999, 1000, 1022, 1023, 1024,
+             2000, 2001, 65533, 65534, 65535}
+    for port in sorted(edges | set(range(0, 65536, 97))):
         want = bool(pred(port))
         assert dst.matches(pkt(dport=port)) is want, port
         assert src.matches(pkt(sport=port, dport=7)) is want, port
