@@ -44,11 +44,8 @@ from scapy.layers.ipsec import SecurityAssociation as ScapySA  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
 from ipsecfast import PacketBatch  # noqa: E402
+from ipsecfast.sa import SaBundle, SecurityAssociation  # noqa: E402
 from ipsecfast.transform import parse_transforms  # noqa: E402
-
-sa_mod = pytest.importorskip("ipsecfast.sa")
-SecurityAssociation = sa_mod.SecurityAssociation
-SaBundle = sa_mod.SaBundle
 
 LOCAL, PEER = "192.0.2.1", "198.51.100.2"
 INNER_SRC, INNER_DST = "10.1.0.1", "10.2.0.1"
