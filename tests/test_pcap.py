@@ -636,3 +636,18 @@ def test_rewrite_in_place(tmp_path: Path) -> None:
     cap = pcap.read(path)
     pcap.write(path, cap.replace_ip_packets(cap.ip_packets()))
     _check(pcap.read(path), CASES[1])
+
+
+@pytest.mark.parametrize("kind", ["classic", "pcapng"])
+def test_many_records_grow_the_arrays(kind: str) -> None:
+    """More records than the scan's first allocation (4096), with varying lengths."""
+    frames = [bytes([i & 0xFF]) * (i % 97) for i in range(9001)]
+    if kind == "classic":
+        data = _classic(frames, 101, stamps=[(i, 0) for i in range(len(frames))])
+    else:
+        data = _shb(">") + _idb(101, ">") + b"".join(
+            _epb(f, ">", ts=i * 10**6) for i, f in enumerate(frames)
+        )
+    cap = pcap.read(data)
+    assert cap.frames.to_list() == frames
+    assert cap.timestamps.tolist() == [i * 10**9 for i in range(len(frames))]
