@@ -710,7 +710,14 @@ def _parse_rule(ln: _Line, seq: int, action: Action) -> Ace:
     while not ln.at_end():
         col, tok = ln.take("")
         word = tok.lower()
-        allowed = [o for o in _OPTIONS if o not in seen]
+        allowed = [
+            o for o in _OPTIONS
+            if o not in seen
+            and not (o == "established" and protocol != TCP)
+            and not (o.startswith("log") and ("log" in seen or "log-input" in seen))
+            and not (o == "dscp" and ("precedence" in seen or "tos" in seen))
+            and not (o in ("precedence", "tos") and "dscp" in seen)
+        ]
         if word == "established" and protocol != TCP:
             raise ln.invalid(col, "established applies to tcp only")
         if word in ("log", "log-input") and ("log" in seen or "log-input" in seen):
