@@ -63,6 +63,7 @@ _MAGIC_NS_LE = 0xA1B23C4D
 _MAGIC_US_BE = 0xD4C3B2A1
 _MAGIC_NS_BE = 0x4D3CB2A1
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN; longer records read as corrupt
 _MAX_TS_NS = (1 << 32) * 1_000_000_000  # classic pcap seconds are 32-bit unsigned
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
@@ -308,8 +309,8 @@ def write(
     n = len(frames)
     if n and (int(ts.min()) < 0 or int(ts.max()) >= _MAX_TS_NS):
         raise ValueError("timestamps must lie in [0, 2**32) seconds for classic pcap")
-    if n and int(frames.lengths.max()) > 0xFFFFFFFF:
-        raise ValueError("a frame is too long for a pcap record")
+    if n and int(frames.lengths.max()) > _MAX_SNAPLEN:
+        raise ValueError(f"a frame is longer than {_MAX_SNAPLEN} bytes, more than pcap readers accept")
     snaplen = max(65535, int(frames.lengths.max()) if n else 0)
     magic = _MAGIC_NS_LE if nano else _MAGIC_US_LE
     # §4 File Header: magic, version 2.4, two reserved words, SnapLen, LinkType

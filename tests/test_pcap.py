@@ -384,6 +384,9 @@ def test_write_rejects_bad_arguments() -> None:
         pcap.write(io.BytesIO(), batch, linktype=70000)
     with pytest.raises(TypeError):
         pcap.write(io.BytesIO(), ip_packets())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="longer than 262144"):
+        pcap.write(io.BytesIO(), PacketBatch.from_list([bytes(262145)]))
+    pcap.write(io.BytesIO(), PacketBatch.from_list([bytes(262144)]))  # the maximum is fine
 
 
 # -- replace_ip_packets --------------------------------------------------------------------
