@@ -14,12 +14,11 @@ import struct
 from typing import Any
 
 import pytest
+from conftest import load_vectors
 
 from ipsecfast.packets import PacketBatch
 from ipsecfast.sa import SecurityAssociation
 from ipsecfast.status import Status
-
-from conftest import load_vectors
 
 _UNSUPPORTED = {"blowfish-cbc", "cast5-cbc"}
 VECTORS = [v for v in load_vectors("esp_vectors.json") if v["cipher"] not in _UNSUPPORTED]
