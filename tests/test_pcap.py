@@ -654,3 +654,22 @@ def test_many_records_grow_the_arrays(kind: str) -> None:
     cap = pcap.read(data)
     assert cap.frames.to_list() == frames
     assert cap.timestamps.tolist() == [i * 10**9 for i in range(len(frames))]
+
+
+@pytest.mark.parametrize(
+    "tsresol", [0, 3, 6, 9, 12, 19, 0x80, 0x80 | 10, 0x80 | 30, 0x80 | 34, 0x80 | 40, 0x80 | 63]
+)
+def test_pcapng_timestamp_resolutions(tsresol: int) -> None:
+    """pcapng §4.2 if_tsresol: 10^-n (MSB 0) or 2^-n (MSB 1) seconds per unit."""
+    exp = tsresol & 0x7F
+    unit_den = 2**exp if tsresol & 0x80 else 10**exp
+    stamps = [0, 1, unit_den - 1, unit_den, 3 * unit_den + unit_den // 3]
+    stamps = [t for t in stamps if t < 2**64 and t * 10**9 // unit_den < 2**62]
+    data = _shb("<") + _idb(101, "<", tsresol=tsresol, tsoffset=-5) + b"".join(
+        _epb(b"\x45", "<", ts=t) for t in stamps
+    )
+    cap = pcap.read(data)
+    expected = [t * 10**9 // unit_den - 5 * 10**9 for t in stamps]
+    tolerance = 1 if tsresol & 0x80 and exp > 34 else 0
+    assert np.all(np.abs(cap.timestamps - np.array(expected)) <= tolerance)
+    assert cap.nanosecond == (exp >= 20 if tsresol & 0x80 else exp > 6)
