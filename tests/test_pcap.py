@@ -673,3 +673,26 @@ def test_pcapng_timestamp_resolutions(tsresol: int) -> None:
     tolerance = 1 if tsresol & 0x80 and exp > 34 else 0
     assert np.all(np.abs(cap.timestamps - np.array(expected)) <= tolerance)
     assert cap.nanosecond == (exp >= 20 if tsresol & 0x80 else exp > 6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    frames=st.lists(st.binary(max_size=200), max_size=20),
+    seconds=st.lists(st.integers(0, 2**32 - 1), min_size=20, max_size=20),
+    fracs=st.lists(st.integers(0, 999_999_999), min_size=20, max_size=20),
+    nano=st.booleans(),
+    linktype=st.sampled_from(sorted(CASES)),
+)
+def test_roundtrip_property(frames: list[bytes], seconds: list[int], fracs: list[int],
+                            nano: bool, linktype: int) -> None:
+    stamps = np.array([s * 10**9 + f for s, f in zip(seconds, fracs, strict=True)][: len(frames)],
+                      dtype=np.int64)
+    cap = pcap.Capture(PacketBatch.from_list(frames), linktype, stamps)
+    buf = io.BytesIO()
+    pcap.write(buf, cap, nanosecond=nano)
+    back = pcap.read(buf.getvalue())
+    unit = 1 if nano else 1000
+    assert back.frames.to_list() == frames and back.linktype == linktype
+    assert back.timestamps.tolist() == (stamps // unit * unit).tolist()
+    assert back.l3_offsets.tolist() == cap.l3_offsets.tolist()
+    assert back.is_ipv4.tolist() == cap.is_ipv4.tolist()
