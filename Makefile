@@ -17,6 +17,11 @@ sysdeps:
 	  echo "installing libssl-dev (OpenSSL 3 headers)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev >/dev/null; \
 	fi
+	@if ! command -v tshark >/dev/null 2>&1; then \
+	  echo "installing tshark (Wireshark's dissectors, for tests/test_tshark.py)"; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >/dev/null; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +47,7 @@ lint: build
 
 bench: build
 	$(PY) bench/esp.py
+	$(PY) bench/pcap.py
 
 # Bounds-checked, line-traced build of the compiled core (rebuild with `make clean build` after).
 debug: sysdeps $(STAMP)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "PacketBatch": "packets",
     "Ipv4Fields": "packets",
     "Status": "status",
+    "Capture": "pcap",
     "IpsecError": "exceptions",
     "ConfigError": "exceptions",
     "UnsupportedTransform": "exceptions",
