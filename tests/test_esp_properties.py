@@ -349,29 +349,68 @@ def test_seq_exhausted_without_esn() -> None:
     assert esn_sa.seq == 2**32 + 1
 
 
-def test_seq_zero_rejected_without_esn() -> None:
-    """The first packet carries 1 (RFC 4303 §3.3.3); a received 0 is never valid."""
-    # The API cannot send seq 0, so build it with a NULL + HMAC-SHA1-96 oracle.
+NULL_SHA1 = "esp-null esp-sha-hmac"
+
+
+def null_hmac_packet(seq: int, payload: bytes, *, spi: int = 0x1001) -> bytes:
+    """An ESP packet (outer IPv4 + SPI, seq, ``payload``, HMAC-SHA1-96) built without the
+    core: with esp-null the ``payload`` (data + padding + pad length + next header) is on
+    the wire as is, so any trailer can be given a valid ICV (RFC 4303 §2.8)."""
     from cryptography.hazmat.primitives import hashes, hmac
 
-    ck, ak = keys_for("esp-null esp-sha-hmac", "esp-null esp-sha-hmac")
+    _, ak = keys_for(NULL_SHA1, NULL_SHA1)
     assert ak is not None
-    inner = inner_packet(40, 0)
-    esp = struct.pack("!II", 0x1001, 0) + inner + bytes([1, 2, 2, 4])  # pad 1,2; len 2; nh 4
+    esp = struct.pack("!II", spi, seq) + payload
     h = hmac.HMAC(ak, hashes.SHA1())
     h.update(esp)
-    esp += h.finalize()[:12]
-    outer = fix_ip_header(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 1, 0, 64, 50, 0,
-                                      bytes([192, 0, 2, 1]), bytes([198, 51, 100, 2])) + esp)
-    rx = make_one("esp-null esp-sha-hmac", "tunnel", 0x1001)
-    # sanity: the same construction with seq 1 is accepted, so only the 0 is wrong
-    esp1 = struct.pack("!II", 0x1001, 1) + inner + bytes([1, 2, 2, 4])
-    h = hmac.HMAC(ak, hashes.SHA1())
-    h.update(esp1)
-    outer1 = fix_ip_header(outer[:20] + esp1 + h.finalize()[:12])
-    statuses, _ = call(rx, "decapsulate", [outer, outer1])
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 1, 0, 64, 50, 0,
+                       bytes([192, 0, 2, 1]), bytes([198, 51, 100, 2]))
+    return fix_ip_header(head + esp + h.finalize()[:12])
+
+
+def test_seq_zero_rejected_without_esn() -> None:
+    """The first packet carries 1 (RFC 4303 §3.3.3); a received 0 is never valid."""
+    inner = inner_packet(40, 0)
+    trailer = bytes([1, 2, 2, 4])  # pad 1, 2; pad length 2; next header 4 (IPv4)
+    rx = make_one(NULL_SHA1, "tunnel", 0x1001)
+    statuses, out = call(rx, "decapsulate", [null_hmac_packet(0, inner + trailer),
+                                             null_hmac_packet(1, inner + trailer)])
     assert statuses[0] != OK
-    assert statuses[1] == OK
+    assert (statuses[1], out[1]) == (OK, inner), "the oracle's packet is valid with seq 1"
+
+
+@pytest.mark.parametrize(("mode", "payload", "want"), [
+    # RFC 4303 §2.4: padding bytes must be 1, 2, 3, ...
+    ("tunnel", inner_packet(40, 0) + bytes([1, 3, 2, 4]), Status.BAD_PADDING),
+    ("tunnel", inner_packet(40, 0) + bytes([0, 0, 2, 4]), Status.BAD_PADDING),
+    # pad length longer than the payload
+    ("tunnel", bytes([1, 2]) + bytes([200, 4]), None),
+    # tunnel mode carries IPv4 (next header 4) only
+    ("tunnel", inner_packet(40, 0) + bytes([1, 2, 2, 17]), Status.BAD_NEXT_HEADER),
+    # next header 4 but not an IPv4 packet inside
+    ("tunnel", bytes(41) + bytes([1, 1, 4]), Status.BAD_INNER_PACKET),
+    # the inner packet claims more bytes than were decrypted
+    ("tunnel", inner_packet(40, 0)[:2] + struct.pack("!H", 400) + inner_packet(40, 0)[4:]
+     + bytes([1, 2, 2, 4]), Status.BAD_INNER_PACKET),
+    # transport mode: next header 4 / 17 are fine, the trailer still has to be right
+    ("transport", inner_packet(40, 0)[20:] + bytes([1, 2, 2, 17]), Status.OK),
+    ("transport", inner_packet(40, 0)[20:] + bytes([2, 2, 2, 17]), Status.BAD_PADDING),
+])
+def test_trailer_checked_after_a_valid_icv(mode: str, payload: bytes, want: int | None) -> None:
+    """Packets with a valid ICV whose trailer or inner packet is wrong are dropped with a
+    status (``None`` = any non-zero status), and do not move the window."""
+    rx = make_one(NULL_SHA1, mode, 0x1001)
+    statuses, out = call(rx, "decapsulate", [null_hmac_packet(1, payload)])
+    if want is None:
+        assert statuses[0] != OK, out
+    else:
+        assert statuses[0] == want, Status(statuses[0]).name
+    if statuses[0] != OK:
+        good = inner_packet(40, 0)
+        trailer = bytes([1, 2, 2, 4])
+        ok = null_hmac_packet(1, good + trailer if mode == "tunnel" else good[20:] + trailer[:3]
+                              + bytes([17]))
+        assert call(rx, "decapsulate", [ok])[0] == [OK], "a dropped packet moved the window"
 
 
 @pytest.mark.parametrize("family", ["esp-aes-sha1", "ah-sha1"])
