@@ -15,7 +15,7 @@ LAYER = {
     "sa": 3, "cryptomap": 3, "classifier": 3,
     "config": 4, "show": 4, "check": 4,
     "router": 5, "ike": 5,
-    "demo": 6, "cli": 6, "__main__": 7, "__init__": 7,
+    "demo": 6, "cli": 6, "wireshark": 6, "__main__": 7, "__init__": 7,
 }
 # which facade may import which compiled module
 COMPILED_OWNERS = {"_esp": {"sa", "transform"}, "_classify": {"classifier"},
