@@ -515,6 +515,10 @@ class _Block:
     open: bool = True  # accepts unindented sub-commands
 
 
+# `crypto map NAME client ...`, `... isakmp authorization ...`: remote-access commands that
+# ipsecfast does not model; kept unparsed.
+_CRYPTO_MAP_OTHER = {"client", "isakmp", "gdoi", "redundancy", "isakmp-profile"}
+
 _ENTRY_WORDS = {"match", "set", "description", "reverse-route"}
 _POLICY_WORDS = {"encryption", "hash", "authentication", "group", "lifetime"}
 _IF_WORDS = {
@@ -690,11 +694,63 @@ class _Parser:
         elif w[0] == "crypto":
             if self._crypto(ln):
                 return
+        elif w[0] == "no" and ln.word(1) in ("crypto", "interface"):
+            if self._no_global(ln):
+                return
         elif w[0] == "interface":
             self._interface(ln)
             return
         self.cfg.unparsed.append(ln.unparsed(indented))
         self.block = _Block("unparsed")
+
+    def _no_global(self, ln: _Line) -> bool:
+        """``no crypto ...`` / ``no interface``: remove what the command made (IOS does the
+        same; running-config never holds these, a typed configuration may)."""
+        cfg = self.cfg
+        w = ln.words[1:]  # without the `no`; ln indexes count it
+        name = ln.text(3) if len(w) > 2 else ""  # `no crypto map NAME ...`
+        if w[0] == "interface":
+            ifname = canonical_interface_name(ln.rest(2)) if len(w) > 1 else None
+            if ifname is None:
+                raise ln.invalid(2, "expected an interface type and number")
+            cfg.interfaces.pop(ifname, None)
+        elif w[1:3] == ["ipsec", "transform-set"] and len(w) == 4:
+            cfg.transform_sets.pop(ln.text(4), None)
+        elif w[1:3] == ["isakmp", "policy"] and len(w) == 4:
+            cfg.isakmp_policies.pop(ln.number(4, 1, 10000, "a policy priority"), None)
+        elif w[1:3] == ["isakmp", "key"] and len(w) in (6, 7) and w[4] == "address":
+            # ln.words: no crypto isakmp key KEY address A [MASK]
+            addr = ln.ipv4(6, "the peer address")
+            mask = ln.ipv4(7, "a mask") if len(w) == 7 else None
+            cfg.isakmp_keys[:] = [k for k in cfg.isakmp_keys if (k.address, k.mask) != (addr, mask)]
+        elif w[1:3] == ["ipsec", "security-association"] and len(w) >= 4:
+            g = cfg.ipsec
+            what = " ".join(w[3:])
+            if what == "lifetime seconds" or what.startswith("lifetime seconds "):
+                g.lifetime_seconds = None
+            elif what == "lifetime kilobytes" or what.startswith("lifetime kilobytes "):
+                g.lifetime_kilobytes = None
+            elif what.startswith("replay window-size"):
+                g.replay_window = None
+            elif what == "replay disable":
+                g.replay_disabled = False
+            else:
+                return False
+        elif w[1] in ("map", "dynamic-map") and len(w) in (3, 4):
+            maps: dict[str, CryptoMap] | dict[str, DynamicMap]
+            maps = cfg.crypto_maps if w[1] == "map" else cfg.dynamic_maps
+            if len(w) == 3:
+                maps.pop(name, None)
+            elif w[3] == "local-address" and w[1] == "map":
+                if name in cfg.crypto_maps:
+                    cfg.crypto_maps[name].local_address = None
+            else:
+                seq = ln.number(4, 1, 65535, "a sequence number")
+                if name in maps:
+                    maps[name].entries.pop(seq, None)
+        else:
+            return False
+        return True
 
     def _wrap(self, fn: Callable[[], object]) -> None:
         """Run an acl.py parser call; give its ConfigError our source file name."""
@@ -745,7 +801,7 @@ class _Parser:
         elif w1 == "ipsec" and w2 == "security-association":
             return self._ipsec_globals(ln)
         elif w1 == "map":
-            self._crypto_map(ln)
+            return self._crypto_map(ln)
         elif w1 == "dynamic-map":
             self._dynamic_map(ln)
         elif w1 == "isakmp" and w2 == "policy":
@@ -804,6 +860,8 @@ class _Parser:
         # crypto isakmp key [0] KEY address A [MASK]   (hostname form: kept unparsed)
         i = 3
         ln.need(i, "the pre-shared key")
+        if ln.word(i) == "6" and ln.word(i + 2) == "address":
+            return False  # type 6: encrypted with the router's master key; cannot be read
         if ln.word(i) == "0" and ln.word(i + 2) == "address":
             i += 1
         key = ln.text(i)
@@ -828,10 +886,12 @@ class _Parser:
         keys.append(IsakmpKey(key, addr, mask, ln.lineno))
         return True
 
-    def _crypto_map(self, ln: _Line) -> None:
+    def _crypto_map(self, ln: _Line) -> bool:
         ln.need(2, "a crypto map name")
         name = ln.text(2)
         w3 = ln.need(3, "a sequence number or local-address")
+        if w3 in _CRYPTO_MAP_OTHER:
+            return False
         if w3 == "local-address":
             ln.need(4, "an interface")
             ifname = canonical_interface_name(ln.rest(4))
@@ -839,7 +899,7 @@ class _Parser:
                 raise ln.invalid(4, "expected an interface type and number")
             cmap = self._map(name, ln)
             cmap.local_address = ifname
-            return
+            return True
         seq = ln.number(3, 1, 65535, "a sequence number")
         kind_word = ln.word(4)
         cmap = self._map(name, ln)
@@ -861,6 +921,8 @@ class _Parser:
             else:
                 ln.end(5)
                 kind = "ipsec-isakmp"
+        elif kind_word in ("gdoi", "ipsec-isakmp-ipv6"):
+            raise ln.invalid(4, f"{kind_word} crypto map entries are not supported by ipsecfast")
         else:
             raise ln.invalid(4, "expected ipsec-isakmp, ipsec-isakmp dynamic NAME or ipsec-manual")
         if existing is not None and (existing.kind, existing.dynamic_map) != (kind, dyn):
@@ -870,6 +932,7 @@ class _Parser:
             existing = cmap.entries[seq] = CryptoMapEntry(
                 name, seq, kind, dyn, lineno=ln.lineno, line=ln.raw)
         self.block = _Block("dynref" if kind == "dynamic" else "entry", existing)
+        return True
 
     def _map(self, name: str, ln: _Line) -> CryptoMap:
         cmap = self.cfg.crypto_maps.get(name)
@@ -902,7 +965,9 @@ class _Parser:
             self._wrap(lambda: _acl.parse_named_entry(ln.raw, a, ln.lineno))
         elif block.kind == "transform-set":
             assert isinstance(block.obj, TransformSet)
-            if ln.words[0] == "mode":
+            if ln.words == ["no", "mode"]:
+                block.obj.mode = "tunnel"
+            elif ln.words[0] == "mode":
                 mode = "tunnel" if len(ln.words) == 1 else ln.choice(
                     1, ("tunnel", "transport"), "tunnel or transport")
                 ln.end(2)
@@ -924,7 +989,14 @@ class _Parser:
 
     def _policy(self, p: IsakmpPolicy, ln: _Line) -> None:
         w0 = ln.words[0]
-        if w0 == "encryption":
+        if w0 == "no" and ln.word(1) in _POLICY_WORDS and len(ln.words) >= 2:
+            d = IsakmpPolicy(p.priority)
+            attrs = {"encryption": ("encryption", "key_bits"), "hash": ("hash",),
+                     "authentication": ("authentication",), "group": ("group",),
+                     "lifetime": ("lifetime",)}[ln.word(1)]
+            for attr in attrs:
+                setattr(p, attr, getattr(d, attr))
+        elif w0 == "encryption":
             p.encryption = ln.choice(1, ISAKMP_ENCRYPTION, "an encryption algorithm")
             p.key_bits = None
             if p.encryption == "aes" and len(ln.words) > 2:
@@ -977,6 +1049,8 @@ class _Parser:
 
     def _entry_sub(self, e: CryptoMapEntry, ln: _Line) -> None:
         w = ln.words
+        if w[0] == "no" and self._no_entry(e, ln):
+            return
         if w[0] == "match" and ln.word(1) == "address":
             ln.need(2, "an access list name or number")
             ln.end(3)
@@ -1020,6 +1094,31 @@ class _Parser:
             self._session_key(e, ln)
         else:
             e.extra.append(ln.unparsed(True))
+
+    def _no_entry(self, e: CryptoMapEntry, ln: _Line) -> bool:
+        """``no match address``, ``no set peer A``, ... inside a crypto map entry."""
+        w = ln.words[1:]
+        if w[:2] == ["match", "address"]:
+            e.match_address = None
+        elif w[:1] == ["description"]:
+            e.description = None
+        elif w[:2] == ["set", "peer"] and len(w) >= 3:
+            e.peers = [p for p in e.peers if p != w[2]]
+        elif w[:2] == ["set", "transform-set"]:
+            e.transform_sets = []
+        elif w[:2] == ["set", "pfs"]:
+            e.pfs = None
+        elif w[:3] == ["set", "security-association", "level"]:
+            e.per_host = False
+        elif w[:4] == ["set", "security-association", "lifetime", "seconds"]:
+            e.lifetime_seconds = None
+        elif w[:4] == ["set", "security-association", "lifetime", "kilobytes"]:
+            e.lifetime_kilobytes = None
+        elif w[:2] == ["set", "session-key"] and len(w) >= 4:
+            e.session_keys.pop((w[2], w[3]), None)
+        else:
+            return False
+        return True
 
     def _set_peer(self, e: CryptoMapEntry, ln: _Line) -> None:
         tok = ln.need(2, "a peer address or host name")

@@ -787,3 +787,66 @@ def test_parse_render_roundtrip(text: str) -> None:
         assert "discontiguous" in err.message or "Duplicate" in err.message, (err, text)
         return
     roundtrip(c)
+
+
+# ---------------------------------------------------------------------------------------
+# `no` forms (typed configurations; running-config never holds them)
+
+
+def test_no_commands_undo() -> None:
+    c = parse_config(
+        "crypto isakmp policy 10\n encryption aes 256\n hash md5\n no encryption\n"
+        "crypto isakmp policy 20\n"
+        "no crypto isakmp policy 20\n"
+        "crypto isakmp key k1 address 10.0.0.1\ncrypto isakmp key k2 address 10.0.0.2\n"
+        "no crypto isakmp key k1 address 10.0.0.1\n"
+        "crypto ipsec security-association lifetime seconds 900\n"
+        "crypto ipsec security-association replay disable\n"
+        "no crypto ipsec security-association lifetime seconds\n"
+        "no crypto ipsec security-association replay disable\n"
+        "crypto ipsec transform-set t esp-des\n mode transport\n no mode\n"
+        "crypto ipsec transform-set gone esp-des\n"
+        "no crypto ipsec transform-set gone\n"
+        "crypto map m 10 ipsec-isakmp\n set peer 10.0.0.1\n set peer 10.0.0.2\n"
+        " no set peer 10.0.0.1\n set pfs\n no set pfs\n match address 101\n"
+        " no match address 101\n set security-association level per-host\n"
+        " no set security-association level per-host\n description x\n no description\n"
+        " set security-association lifetime seconds 300\n"
+        " no set security-association lifetime seconds\n"
+        " set transform-set t\n no set transform-set\n"
+        "crypto map m 20 ipsec-isakmp\n"
+        "crypto map m local-address Lo0\n"
+        "no crypto map m local-address\n"
+        "no crypto map m 20\n"
+        "crypto map gone 10 ipsec-isakmp\nno crypto map gone\n"
+        "crypto dynamic-map d 10\ncrypto dynamic-map d 20\nno crypto dynamic-map d 10\n"
+        "interface Tu0\nno interface Tunnel0\n"
+        "crypto map man 10 ipsec-manual\n set peer 10.0.0.9\n set transform-set t\n"
+        " set session-key inbound esp 300 cipher 0011223344556677\n"
+        " no set session-key inbound esp\n"
+    )
+    p = c.isakmp_policies[10]
+    assert (p.encryption, p.key_bits, p.hash) == ("des", None, "md5")
+    assert list(c.isakmp_policies) == [10]
+    assert [k.key for k in c.isakmp_keys] == ["k2"]
+    assert c.ipsec == ipsecfast.config.IpsecGlobals()
+    assert c.transform_sets["t"].mode == "tunnel" and "gone" not in c.transform_sets
+    e = c.crypto_maps["m"].entries[10]
+    assert e.peers == ["10.0.0.2"]
+    assert (e.pfs, e.match_address, e.per_host, e.description) == (None, None, False, None)
+    assert (e.lifetime_seconds, e.transform_sets) == (None, [])
+    assert list(c.crypto_maps["m"].entries) == [10]
+    assert c.crypto_maps["m"].local_address is None and "gone" not in c.crypto_maps
+    assert list(c.dynamic_maps["d"].entries) == [20]
+    assert c.interfaces == {}
+    assert c.crypto_maps["man"].entries[10].session_keys == {}
+    assert c.unparsed == []
+
+
+def test_remote_access_and_encrypted_key_lines_are_kept() -> None:
+    c = parse_config("crypto map vpn client authentication list userlist\n"
+                     "crypto map vpn isakmp authorization list grouplist\n"
+                     "crypto isakmp key 6 FLgBaJHXdYY_AcHZZMgQ_RhTDJXHUBAAB address 10.0.0.1\n")
+    assert len(c.unparsed) == 3 and c.crypto_maps == {} and c.isakmp_keys == []
+    with pytest.raises(ConfigError, match="gdoi crypto map entries are not supported"):
+        parse_config("crypto map g 10 gdoi\n")
