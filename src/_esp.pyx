@@ -918,7 +918,10 @@ cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint
         ok = ok and ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_IVLEN, 11, NULL)
         ok = ok and ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, icv_len, NULL)
     ok = ok and ssl.EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc)
-    ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
+    if not enc and cipher in (C_AES_CBC, C_TDES_CBC, C_DES_CBC):
+        # Decrypting CBC with padding on would hold the last block back for Final. Only
+        # there: a no-padding context makes every per-packet Init re-send the setting.
+        ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
     if not ok:
         ssl.EVP_CIPHER_CTX_free(c)
         raise InternalError(f"cipher setup failed: {_drain_errors()}")
