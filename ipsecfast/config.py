@@ -519,6 +519,9 @@ class _Block:
 # ipsecfast does not model; kept unparsed.
 _CRYPTO_MAP_OTHER = {"client", "isakmp", "gdoi", "redundancy", "isakmp-profile"}
 
+# blocks that keep an indented line we do not know (in their `extra`, or as unparsed)
+_KEEPS_UNKNOWN = {"entry", "interface", "transform-set", "policy"}
+
 _ENTRY_WORDS = {"match", "set", "description", "reverse-route"}
 _POLICY_WORDS = {"encryption", "hash", "authentication", "group", "lifetime"}
 _IF_WORDS = {
@@ -671,37 +674,44 @@ class _Parser:
                 self._sub(block, ln, indented)
             else:
                 self.block = None
-                self._global(ln, indented)
+                if self._global(ln):
+                    continue
+                if block is not None and indented and block.kind in _KEEPS_UNKNOWN:
+                    # e.g. ` crypto ipsec client ezvpn X` inside an interface: a global-looking
+                    # command we do not know stays in the block it is indented under.
+                    self.block = block
+                    self._sub(block, ln, indented)
+                else:
+                    self.cfg.unparsed.append(ln.unparsed(indented))
+                    self.block = _Block("unparsed")
         self._finish()
         return self.cfg
 
     # -- global commands ----------------------------------------------------------------
 
-    def _global(self, ln: _Line, indented: bool) -> None:
+    def _global(self, ln: _Line) -> bool:
+        """A global command we know; False for the others (the caller keeps them)."""
         w = ln.words
         if w[0] == "access-list":
             number = ln.word(1)
             if number.isdigit() and _acl.is_extended_number(int(number)):
                 self._wrap(lambda: self._numbered_acl(ln))
-                return
+                return True
         elif w[0] == "no" and ln.word(1) == "access-list" and len(w) == 3:
             if w[2].isdigit() and _acl.is_extended_number(int(w[2])):
                 self.cfg.access_lists.pop(str(int(w[2])), None)
-                return
+                return True
         elif w[0] == "ip" and ln.word(1) == "access-list" and ln.word(2) == "extended":
             self._named_acl(ln)
-            return
+            return True
         elif w[0] == "crypto":
-            if self._crypto(ln):
-                return
+            return self._crypto(ln)
         elif w[0] == "no" and ln.word(1) in ("crypto", "interface"):
-            if self._no_global(ln):
-                return
+            return self._no_global(ln)
         elif w[0] == "interface":
             self._interface(ln)
-            return
-        self.cfg.unparsed.append(ln.unparsed(indented))
-        self.block = _Block("unparsed")
+            return True
+        return False
 
     def _no_global(self, ln: _Line) -> bool:
         """``no crypto ...`` / ``no interface``: remove what the command made (IOS does the

@@ -850,3 +850,14 @@ def test_remote_access_and_encrypted_key_lines_are_kept() -> None:
     assert len(c.unparsed) == 3 and c.crypto_maps == {} and c.isakmp_keys == []
     with pytest.raises(ConfigError, match="gdoi crypto map entries are not supported"):
         parse_config("crypto map g 10 gdoi\n")
+
+
+def test_unknown_indented_crypto_command_stays_in_its_interface() -> None:
+    c = parse_config("interface Fa0/0\n ip address 10.0.0.1 255.255.255.0\n"
+                     " crypto ipsec client ezvpn hw-client\n crypto map vpn\n"
+                     "crypto isakmp keepalive 10\n")
+    fa = c.interfaces["FastEthernet0/0"]
+    assert [u.text for u in fa.extra] == ["crypto ipsec client ezvpn hw-client"]
+    assert fa.crypto_map == "vpn"
+    assert [u.text for u in c.unparsed] == ["crypto isakmp keepalive 10"]
+    roundtrip(c)
