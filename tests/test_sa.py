@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -653,3 +655,44 @@ def test_batch_views_with_gaps() -> None:
     enc = sa.encapsulate(view)
     dec = sa.decapsulate(enc.packets)
     assert dec.packets.to_list() == [b[3], b[1]]
+
+
+def test_every_batch_size_round_trips() -> None:
+    # DPDK style: every batch size from 0 to N, one SA, sequence numbers continue across calls
+    sa = make_sa("esp-aes esp-sha-hmac")
+    rx = SecurityAssociation("esp", 0x1001, "esp-gcm", b"g" * 20, local=LOCAL, peer=PEER)
+    tx = SecurityAssociation("esp", 0x1001, "esp-gcm", b"g" * 20, local=LOCAL, peer=PEER)
+    total = 0
+    for n in range(0, 34):
+        b = batch_of([(7 * i) % 300 for i in range(n)], seed=n)
+        for enc_sa, dec_sa in ((sa, sa), (tx, rx)):
+            enc = enc_sa.encapsulate(b)
+            dec = dec_sa.decapsulate(enc.packets)
+            assert enc.status.shape == (n,) and dec.all_ok
+            assert dec.packets.to_list() == b.to_list()
+        total += n
+    assert sa.seq == tx.seq == total
+
+
+def test_esp_des_without_legacy_provider_is_a_clear_error() -> None:
+    code = ("from ipsecfast.sa import SecurityAssociation\n"
+            "from ipsecfast.exceptions import UnsupportedTransform\n"
+            "try:\n"
+            "    SecurityAssociation('esp', 5, 'esp-des esp-sha-hmac', b'k' * 8, b'a' * 20,\n"
+            "                        mode='transport')\n"
+            "except UnsupportedTransform as err:\n"
+            "    print('UnsupportedTransform:', err)\n")
+    env = dict(os.environ, OPENSSL_MODULES="/nonexistent-openssl-modules")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "UnsupportedTransform: esp-des needs OpenSSL's legacy provider" in proc.stdout
+
+
+def test_demo_round_trips() -> None:
+    from ipsecfast.demo import make_ipv4_batch, run_demo
+
+    b = make_ipv4_batch(50, seed=3)
+    f = b.ipv4_fields()
+    assert f.valid.all() and all(checksum(p[:20]) == 0 for p in b.to_list())
+    assert run_demo(quiet=True, packets=300, repeat=1) == 0
