@@ -483,10 +483,10 @@ cdef int esp_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, in
     cdef uint8_t *body
     cdef uint64_t seq = 0
     if mode == MODE_RAW:
-        payload = pkt
-        paylen = <int>plen if plen < 65536 else 65536
         if plen >= 65536:
             return ST_TOO_BIG
+        payload = pkt
+        paylen = <int>plen
         nh = raw_nh
         hdr = 0
     else:
