@@ -107,9 +107,10 @@ class _Rows:
             return
         permit = ace.action == "permit"
         if non_initial:
-            # IOS fragment rules: L3-only entries apply as they are; an entry with L4
-            # information matches on its L3 part if it is a permit, never if a deny.
-            if ace.has_l4 and not permit:
+            # IOS fragment rules (Cisco, "Access Control Lists and IP Fragments"): L3-only
+            # and `fragments` entries apply on their L3 part; an entry with L4 information
+            # matches on its L3 part if it is a permit, never if it is a deny.
+            if ace.has_l4 and not permit and not ace.fragments:
                 return
             sranges = dranges = _FULL_PORTS
             icmp = (-1, -1)

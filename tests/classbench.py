@@ -314,7 +314,7 @@ def ace_matches(ace: Ace, f: dict[str, np.ndarray]) -> np.ndarray:
     whole = l3 & l4 & ~non_initial
     if ace.fragments:
         whole[:] = False
-    if not ace.has_l4:
+    if not ace.has_l4 or ace.fragments:
         frag = l3 & non_initial
     elif ace.action == "permit":
         frag = l3 & non_initial
