@@ -531,6 +531,12 @@ class _PairChecker:
     def run(self) -> list[Finding]:
         a, b = self.a, self.b
         ends_a, ends_b = _endpoints(a), _endpoints(b)
+        for c, ends, n in ((a, ends_a, "A"), (b, ends_b, "B")):
+            if not ends:
+                self.add(c, "info", "no-crypto-endpoint", None,
+                         f"{_name(c, n)} has no interface with both an IP address and a crypto "
+                         "map, so the peer checks (peers, mirror images, transform sets, keys) "
+                         "cannot pair its entries with the other side's")
         to_b = self._toward(a, b, ends_b, "A", "B")
         to_a = self._toward(b, a, ends_a, "B", "A")
         isakmp_used = any(not e.is_manual for e in to_b + to_a) or any(
@@ -599,11 +605,14 @@ class _PairChecker:
         if ey.template and ey.match_address is None:
             return True  # "the router accepts any data flow identity proposed by the peer"
         want = mirror_box(proposal)
+        denied: list[Box] = []
         for r in _rules(y, ey):
-            if r.ace.action == "permit" and is_plain(r.ace) and any(
-                is_subset([want], [b]) for b in r.boxes
-            ):
-                return True
+            if r.ace.action == "deny":
+                denied += r.boxes
+            elif is_plain(r.ace) and any(is_subset([want], [b]) for b in r.boxes):
+                # the whole proposal falls within this permit, and no deny before it
+                # takes a part of it away
+                return not _overlaps([want], denied)
         return False
 
     def _isakmp_flows(self, x: Config, y: Config, to_y: list[CryptoMapEntry],

@@ -468,3 +468,20 @@ def test_cli_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "--config", cfg, "crypto", "mop"]) == 2
     err = capsys.readouterr().err
     assert "unknown command 'mop'" in err and "Traceback" not in err
+
+
+def test_request_partly_denied_is_refused() -> None:
+    # B permits subnet Y <-> subnet X but first denies one host pair of it: A's
+    # subnet-wide request is then not entirely permitted by B's list and is refused.
+    fs = pair(f"access-list 101 permit ip {SUBNET_X} {SUBNET_Y}\n",
+              f"access-list 101 deny ip {HOST_B} {HOST_A}\n"
+              f"access-list 101 permit ip {SUBNET_Y} {SUBNET_X}\n")
+    a_side = [f for f in fired(fs, "acl-not-mirror") if f.source == "a.cfg"]
+    assert a_side and "case 4" in a_side[0].message
+
+
+def test_pair_without_crypto_interfaces_says_why_it_is_quiet() -> None:
+    seed = load(text_of("seed_overlapping_networks.cfg"), "s.cfg")
+    fs = check_pair(seed, load(text_of("site_b.cfg"), "b.cfg"))
+    hits = fired(fs, "no-crypto-endpoint")
+    assert [f.source for f in hits] == ["s.cfg"] and hits[0].severity == "info"
