@@ -188,6 +188,16 @@ class SecurityAssociation:
         return int(self._core.seq)
 
     @property
+    def local_address(self) -> str | None:
+        """Tunnel source as a dotted quad (None when not given)."""
+        return str(ipaddress.IPv4Address(self.local)) if self.local else None
+
+    @property
+    def peer_address(self) -> str | None:
+        """Tunnel destination as a dotted quad (None when not given)."""
+        return str(ipaddress.IPv4Address(self.peer)) if self.peer else None
+
+    @property
     def closed(self) -> bool:
         return bool(self._core.closed)
 

@@ -696,3 +696,9 @@ def test_demo_round_trips() -> None:
     f = b.ipv4_fields()
     assert f.valid.all() and all(checksum(p[:20]) == 0 for p in b.to_list())
     assert run_demo(quiet=True, packets=300, repeat=1) == 0
+
+
+def test_addresses() -> None:
+    sa = make_sa("esp-gcm", local="10.0.0.1", peer=0x0A000002)
+    assert (sa.local_address, sa.peer_address) == ("10.0.0.1", "10.0.0.2")
+    assert make_sa("esp-gcm", mode="transport", local=None, peer=None).local_address is None
