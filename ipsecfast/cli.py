@@ -4,14 +4,18 @@ no traceback reaches the user."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from .exceptions import ConfigError, IpsecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
+    from .pcap import Capture
+    from .router import Router
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -62,6 +66,256 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return exit_status(findings)
 
 
+# -- encrypt / decrypt / keys --------------------------------------------------------------
+
+CHUNK_PACKETS = 1 << 16  # frames per router call: bounds the router's working memory
+_VERDICT_BYPASS, _VERDICT_PROTECT, _VERDICT_DROP = 0, 1, 2  # router.Verdict values
+_PCAP_HEADER = 24  # classic pcap file header (draft-ietf-opsawg-pcap §4)
+_KEYS_NOTE = ("The keys file is the one place ipsecfast writes keys out: it is created "
+              "with mode 0600; keep it as secret as the configuration.")
+
+
+def _interface_names(names: Any) -> list[str]:
+    return [getattr(n, "name", n) for n in names]
+
+
+def _pick_interface(config: Config, router: Router, wanted: str | None) -> str:
+    """--interface (any spelling IOS accepts), else the only interface with a crypto map."""
+    from .config import canonical_interface_name
+
+    candidates = _interface_names(router.crypto_interfaces())
+    if wanted is not None:
+        name = canonical_interface_name(wanted) or wanted
+        if name not in config.interfaces:
+            known = ", ".join(config.interfaces) or "none"
+            raise ValueError(f"interface {wanted!r} is not in the configuration (interfaces: {known})")
+        return name
+    if len(candidates) == 1:
+        return str(candidates[0])
+    if not candidates:
+        raise ValueError("no interface has a crypto map applied; nothing to "
+                         "encrypt or decrypt (apply one with `crypto map NAME` under an interface)")
+    raise ValueError(f"{len(candidates)} interfaces have a crypto map ({', '.join(candidates)}): "
+                     "choose one with --interface")
+
+
+class _SkipHeader:
+    """A binary file that drops the first 24 bytes written to it: the pcap file header
+    ``pcap.write`` puts before every chunk after the first."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._skip = _PCAP_HEADER
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self._skip:
+            cut = min(self._skip, len(view))
+            self._skip -= cut
+            view = view[cut:]
+        return self._fh.write(view)
+
+
+def _chunk(cap: Capture, a: int, b: int) -> Capture:
+    """Frames a..b of ``cap`` as a capture of their own (zero-copy views of the frames)."""
+    from .pcap import Capture
+
+    sub = Capture(cap.frames[a:b], cap.linktype, cap.timestamps[a:b], cap.orig_lengths[a:b],
+                  nanosecond=cap.nanosecond)
+    # Frames the reader did not take for IPv4 (e.g. another pcapng interface) stay so.
+    sub.is_ipv4 = sub.is_ipv4 & cap.is_ipv4[a:b]
+    return sub
+
+
+def _passthrough(sub: Capture, bypass: Any) -> None:
+    """Mark the bypassed IPv4 frames as not IPv4, so that ``replace_ip_packets`` copies
+    them whole: link-layer trailers (Ethernet padding, FCS) and wire lengths included."""
+    import numpy as np
+
+    mask = sub.is_ipv4.copy()
+    mask[np.flatnonzero(mask)[bypass]] = False
+    sub.is_ipv4 = mask
+
+
+def run_pcap(
+    router: Router,
+    ifname: str,
+    direction: str,
+    source: str,
+    target: str,
+    *,
+    chunk_packets: int = CHUNK_PACKETS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the capture ``source`` through ``router.outbound`` (direction ``encrypt``) or
+    ``router.inbound`` (``decrypt``) on ``ifname`` and write ``target``; returns the
+    summary. Non-IPv4 and bypassed frames are copied unchanged, dropped ones left out,
+    timestamps and link type kept."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from . import pcap
+
+    if chunk_packets < 1:
+        raise ValueError("the chunk size must be at least 1 packet")
+    process = router.outbound if direction == "encrypt" else router.inbound
+    start = time.perf_counter()
+    cap = pcap.read(source)
+    n = len(cap)
+    verdicts = np.zeros(3, dtype=np.int64)
+    reasons = np.zeros(256, dtype=np.int64)
+    n_ip = n_out = bytes_out = 0
+    snaplen = 0
+    with open(target, "wb") as fh, tqdm(
+        total=n, unit="pkt", unit_scale=True, file=sys.stderr, disable=not progress,
+        delay=0.5, leave=False, desc=direction,
+    ) as bar:
+        for a in range(0, max(n, 1), chunk_packets):
+            b = min(a + chunk_packets, n)
+            sub = _chunk(cap, a, b)
+            res = process(ifname, sub.ip_packets())
+            verdict = np.asarray(res.verdict)
+            n_ip += verdict.size
+            verdicts += np.bincount(verdict, minlength=3)[:3]
+            dropped = verdict == _VERDICT_DROP
+            if dropped.any():
+                reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
+            bypass = verdict == _VERDICT_BYPASS
+            _passthrough(sub, bypass)
+            out = sub.replace_ip_packets(res.packets[~bypass], ~dropped[~bypass])
+            pcap.write(fh if a == 0 else cast("IO[bytes]", _SkipHeader(fh)), out)
+            n_out += len(out)
+            bytes_out += out.frames.nbytes
+            if len(out):
+                snaplen = max(snaplen, int(out.frames.lengths.max()))
+            bar.update(b - a)
+        if snaplen > 65535:
+            # pcap.write sized the header's SnapLen for the first chunk only.
+            fh.seek(16)
+            fh.write(snaplen.to_bytes(4, "little"))
+    seconds = time.perf_counter() - start
+    bytes_in = cap.frames.nbytes
+    drops = {_reason_label(int(code)): int(reasons[code]) for code in np.flatnonzero(reasons)}
+    return {
+        "command": direction,
+        "interface": ifname,
+        "input": source,
+        "output": target,
+        "linktype": cap.linktype,
+        "packets_in": n,
+        "ipv4": n_ip,
+        "non_ipv4": n - n_ip,
+        "protected": int(verdicts[_VERDICT_PROTECT]),
+        "bypassed": int(verdicts[_VERDICT_BYPASS]),
+        "dropped": int(verdicts[_VERDICT_DROP]),
+        "dropped_by_reason": drops,
+        "packets_out": n_out,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "seconds": round(seconds, 6),
+        "packets_per_second": round(n / seconds, 1) if seconds > 0 else 0.0,
+        "megabits_per_second": round(bytes_in * 8 / seconds / 1e6, 3) if seconds > 0 else 0.0,
+    }
+
+
+def _reason_label(code: int) -> str:
+    from .status import Status
+
+    try:
+        return Status(code).label
+    except ValueError:
+        return f"code-{code}"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    did = "protected" if s["command"] == "encrypt" else "decapsulated"
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(s["dropped_by_reason"].items()))
+    lines = [
+        f"{s['command']} on {s['interface']}: {s['packets_in']} packets in "
+        f"({s['ipv4']} IPv4, {s['non_ipv4']} other), {s['packets_out']} out",
+        f"  {did:<13}{s['protected']}",
+        f"  {'bypassed':<13}{s['bypassed']} (+ {s['non_ipv4']} non-IPv4 passed through)",
+        f"  {'dropped':<13}{s['dropped']}" + (f" ({drops})" if drops else ""),
+        f"  {s['seconds']:.3f} s, {s['packets_per_second'] / 1e3:.1f} Kpps, "
+        f"{s['megabits_per_second']:.1f} Mbit/s",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _router(config: Config) -> Router:
+    from .router import Router
+
+    return Router(config)
+
+
+def _sas(router: Router) -> list[Any]:
+    return list(router.sad.sas())
+
+
+@_config_errors
+def _cmd_pcap(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    router = _router(config)
+    ifname = _pick_interface(config, router, args.interface)
+    summary = run_pcap(router, ifname, args.command, args.input, args.output,
+                       chunk_packets=args.chunk_packets, progress=not args.quiet)
+    show_sa = router.show("crypto ipsec sa") if args.show_sa else None
+    if args.export_keys:
+        from .wireshark import write_esp_sa
+
+        summary["keys_exported"] = write_esp_sa(args.export_keys, _sas(router))
+    if args.json:
+        if show_sa is not None:
+            summary["show_crypto_ipsec_sa"] = show_sa
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_summary(summary))
+        if show_sa is not None:
+            sys.stdout.write("\n" + show_sa + ("" if show_sa.endswith("\n") else "\n"))
+    return 0
+
+
+@_config_errors
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from .wireshark import write_esp_sa
+
+    router = _router(_load_config(args.config))
+    target = args.output or "-"
+    count = write_esp_sa(target, _sas(router))
+    if target != "-":
+        print(f"wrote {count} Wireshark ESP SA entries to {target}", file=sys.stderr)
+    return 0
+
+
+def _add_pcap_parser(sub: Any, name: str) -> None:
+    what = {"encrypt": ("outbound", "protects the traffic its crypto map selects"),
+            "decrypt": ("inbound", "decapsulates ESP / AH for its SAs and checks the inner flow")}
+    way, does = what[name]
+    p = sub.add_parser(
+        name, help=f"run a pcap through the router's {way} path",
+        description=f"Run IN.pcap through router.{way} on one interface (the router {does}) "
+        "and write OUT.pcap: non-IPv4 and bypassed frames unchanged, dropped packets left out "
+        "and counted, timestamps and link type kept. Output is classic pcap. Exit status 0, "
+        "or 2 for a bad configuration or capture.",
+        epilog=_KEYS_NOTE,
+    )
+    p.add_argument("--config", required=True, metavar="CFG", help="IOS configuration file")
+    p.add_argument("--interface", metavar="IF",
+                   help="interface (default: the only one with a crypto map)")
+    p.add_argument("input", metavar="IN.pcap", help="capture to read (pcap or pcapng)")
+    p.add_argument("output", metavar="OUT.pcap", help="capture to write (classic pcap)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    p.add_argument("--show-sa", action="store_true",
+                   help="print `show crypto ipsec sa` after the run")
+    p.add_argument("--export-keys", metavar="FILE",
+                   help="write Wireshark's esp_sa table for the SAs of the run to FILE "
+                   "(holds the keys, see below)")
+    p.add_argument("--chunk-packets", type=int, default=CHUNK_PACKETS, metavar="N",
+                   help=f"frames per router call (default {CHUNK_PACKETS})")
+    p.set_defaults(func=_cmd_pcap)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipsecfast", description="IPsec data plane with Cisco IOS crypto-map semantics"
@@ -89,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the other IPsec peer's configuration: check how the two fit")
     p.add_argument("--json", action="store_true", help="findings as JSON")
     p.set_defaults(func=_cmd_check)
+    _add_pcap_parser(sub, "encrypt")
+    _add_pcap_parser(sub, "decrypt")
+    p = sub.add_parser(
+        "keys", help="export the SA keys for Wireshark / tshark",
+        description="Write Wireshark's ESP SA table (the esp_sa UAT file, Wireshark 4.0 "
+        "format) for every SA of the configuration, both directions, so that Wireshark and "
+        "tshark open ipsecfast's captures decrypted. SAs Wireshark cannot decode are listed "
+        "as comments saying why. " + _KEYS_NOTE,
+    )
+    p.add_argument("--config", required=True, metavar="CFG", help="IOS configuration file")
+    p.add_argument("--format", choices=["wireshark"], default="wireshark",
+                   help="output format (wireshark: the esp_sa table)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
+    p.set_defaults(func=_cmd_keys)
     return parser
 
 
