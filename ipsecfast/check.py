@@ -33,10 +33,25 @@ from .config import (
     Unparsed,
 )
 
-__all__ = ["Finding", "check_config", "check_pair", "exit_status", "format_findings",
+__all__ = ["RULES", "Finding", "check_config", "check_pair", "exit_status", "format_findings",
            "findings_json", "Box", "ace_boxes", "subtract", "is_subset", "same_region"]
 
 Severity = Literal["error", "warning", "info"]
+
+# Every rule a finding can name (the tests make each one fire).
+RULES: frozenset[str] = frozenset({
+    "ace-unreachable", "acl-no-counterpart", "acl-not-mirror", "acl-reused",
+    "deny-permit-conflict", "dynamic-map-unused", "dynamic-no-acl", "dynamic-no-transform-set",
+    "dynamic-not-last", "empty-acl", "entry-incomplete", "interface-shutdown",
+    "isakmp-lifetime", "isakmp-no-policy-match", "manual-keys-mismatch", "manual-missing-key",
+    "manual-multiple-permits", "manual-no-counterpart", "manual-transform-mismatch",
+    "map-not-applied", "no-common-transform-set", "no-crypto-endpoint", "no-local-address",
+    "peer-is-self", "peer-mismatch", "peer-not-crypto-interface", "permit-any",
+    "permit-any-any", "psk-mismatch", "psk-missing", "shadowed-entry", "transform-set-unused",
+    "undefined-acl", "undefined-crypto-map", "undefined-dynamic-map", "undefined-interface",
+    "undefined-transform-set", "unparsed",
+})
+
 _RANK = {"error": 2, "warning": 1, "info": 0}
 
 
@@ -232,6 +247,7 @@ class _Checker:
         self.out: list[Finding] = []
 
     def add(self, severity: Severity, rule: str, line: int | None, message: str) -> None:
+        assert rule in RULES, rule
         self.out.append(Finding(severity, rule, line, message, self.c.source))
 
     def run(self) -> list[Finding]:
@@ -526,6 +542,7 @@ class _PairChecker:
         self.out: list[Finding] = []
 
     def add(self, c: Config, severity: Severity, rule: str, line: int | None, msg: str) -> None:
+        assert rule in RULES, rule
         self.out.append(Finding(severity, rule, line, msg, c.source))
 
     def run(self) -> list[Finding]:

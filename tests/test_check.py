@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipsecfast.check import (
+    RULES,
     Finding,
     check_config,
     check_pair,
@@ -485,3 +486,9 @@ def test_pair_without_crypto_interfaces_says_why_it_is_quiet() -> None:
     fs = check_pair(seed, load(text_of("site_b.cfg"), "b.cfg"))
     hits = fired(fs, "no-crypto-endpoint")
     assert [f.source for f in hits] == ["s.cfg"] and hits[0].severity == "info"
+
+
+def test_every_rule_is_exercised_here() -> None:
+    source = Path(__file__).read_text()
+    missing = sorted(r for r in RULES if f'"{r}"' not in source)
+    assert not missing, f"rules no test makes fire: {missing}"
