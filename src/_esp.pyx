@@ -809,6 +809,43 @@ cdef str _drain_errors():
     return "; ".join(parts) or "no OpenSSL error recorded"
 
 
+
+# Keyed OpenSSL contexts alive in this process: tests assert every one is freed
+# (uvloop's debug-build habit). Only touched with the GIL held (construction / close).
+cdef Py_ssize_t _live_contexts = 0
+
+cdef ssl.EVP_CIPHER_CTX *_cctx_new() noexcept:
+    global _live_contexts
+    cdef ssl.EVP_CIPHER_CTX *c = ssl.EVP_CIPHER_CTX_new()
+    if c != NULL:
+        _live_contexts += 1
+    return c
+
+cdef void _cctx_free(ssl.EVP_CIPHER_CTX *c) noexcept:
+    global _live_contexts
+    if c != NULL:
+        ssl.EVP_CIPHER_CTX_free(c)      # cleanses the key schedule
+        _live_contexts -= 1
+
+cdef ssl.EVP_MD_CTX *_mctx_new() noexcept:
+    global _live_contexts
+    cdef ssl.EVP_MD_CTX *m = ssl.EVP_MD_CTX_new()
+    if m != NULL:
+        _live_contexts += 1
+    return m
+
+cdef void _mctx_free(ssl.EVP_MD_CTX *m) noexcept:
+    global _live_contexts
+    if m != NULL:
+        ssl.EVP_MD_CTX_free(m)          # cleanses the HMAC key states
+        _live_contexts -= 1
+
+
+def live_contexts():
+    """Number of keyed OpenSSL contexts currently allocated by this module."""
+    return _live_contexts
+
+
 _legacy_loaded = False
 
 cdef ssl.EVP_CIPHER *_fetch_cipher(bytes name) except NULL:
@@ -875,9 +912,9 @@ cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
         raise UnsupportedTransform(f"OpenSSL has no {_MD_NAMES[auth][0].decode()}")
     try:
         bs = ssl.EVP_MD_get_block_size(md)
-        s.ictx = ssl.EVP_MD_CTX_new()
-        s.octx = ssl.EVP_MD_CTX_new()
-        s.work = ssl.EVP_MD_CTX_new()
+        s.ictx = _mctx_new()
+        s.octx = _mctx_new()
+        s.work = _mctx_new()
         if s.ictx == NULL or s.octx == NULL or s.work == NULL:
             raise MemoryError()
         memset(k, 0, sizeof(k))
@@ -908,7 +945,7 @@ cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
 
 cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint8_t *key,
                                      int icv_len, int enc) except NULL:
-    cdef ssl.EVP_CIPHER_CTX *c = ssl.EVP_CIPHER_CTX_new()
+    cdef ssl.EVP_CIPHER_CTX *c = _cctx_new()
     cdef int ok
     if c == NULL:
         raise MemoryError()
@@ -923,7 +960,7 @@ cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint
         # there: a no-padding context makes every per-packet Init re-send the setting.
         ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
     if not ok:
-        ssl.EVP_CIPHER_CTX_free(c)
+        _cctx_free(c)
         raise InternalError(f"cipher setup failed: {_drain_errors()}")
     return c
 
@@ -1027,21 +1064,13 @@ cdef class SaCore:
         self._free()
 
     cdef void _free(self) noexcept:
-        if self.s.enc != NULL:
-            ssl.EVP_CIPHER_CTX_free(self.s.enc)     # cleanses the key schedule
-            self.s.enc = NULL
-        if self.s.dec != NULL:
-            ssl.EVP_CIPHER_CTX_free(self.s.dec)
-            self.s.dec = NULL
-        if self.s.ictx != NULL:
-            ssl.EVP_MD_CTX_free(self.s.ictx)
-            self.s.ictx = NULL
-        if self.s.octx != NULL:
-            ssl.EVP_MD_CTX_free(self.s.octx)
-            self.s.octx = NULL
-        if self.s.work != NULL:
-            ssl.EVP_MD_CTX_free(self.s.work)
-            self.s.work = NULL
+        _cctx_free(self.s.enc)
+        _cctx_free(self.s.dec)
+        _mctx_free(self.s.ictx)
+        _mctx_free(self.s.octx)
+        _mctx_free(self.s.work)
+        self.s.enc = self.s.dec = NULL
+        self.s.ictx = self.s.octx = self.s.work = NULL
         ssl.OPENSSL_cleanse(self.s.salt, sizeof(self.s.salt))
 
     def close(self):
@@ -1221,6 +1250,6 @@ def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len)
             raise InternalError(f"HMAC failed: {_drain_errors()}")
         return bytes(mac[:out_len])
     finally:
-        ssl.EVP_MD_CTX_free(s.ictx)
-        ssl.EVP_MD_CTX_free(s.octx)
-        ssl.EVP_MD_CTX_free(s.work)
+        _mctx_free(s.ictx)
+        _mctx_free(s.octx)
+        _mctx_free(s.work)

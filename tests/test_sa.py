@@ -702,3 +702,27 @@ def test_addresses() -> None:
     sa = make_sa("esp-gcm", local="10.0.0.1", peer=0x0A000002)
     assert (sa.local_address, sa.peer_address) == ("10.0.0.1", "10.0.0.2")
     assert make_sa("esp-gcm", mode="transport", local=None, peer=None).local_address is None
+
+
+def test_every_keyed_context_is_freed() -> None:
+    import gc
+
+    gc.collect()
+    base = _esp.live_contexts()
+    sas = [make_sa(s) for s in ("esp-aes esp-sha-hmac", "esp-gcm", "esp-null esp-md5-hmac")]
+    sas.append(make_sa("ah-sha-hmac", "ah"))
+    # ESP CBC + HMAC: 2 cipher + 3 digest contexts; GCM: 2; NULL + HMAC: 3; AH: 3
+    assert _esp.live_contexts() == base + 5 + 2 + 3 + 3
+    sas[0].close()
+    assert _esp.live_contexts() == base + 8
+    for _ in range(3):
+        _esp.hmac(2, b"k", b"data", 12)
+    del sas
+    gc.collect()
+    assert _esp.live_contexts() == base
+    with pytest.raises(ValueError):
+        make_sa("esp-gcm", seq=-1)                     # fails before any context exists
+    with pytest.raises(ValueError, match="integrity id"):
+        # AES-CBC contexts are made, then an unknown integrity id fails: all freed again
+        _esp.SaCore(50, 3, 9, b"k" * 16, b"", 0, 1)
+    assert _esp.live_contexts() == base
