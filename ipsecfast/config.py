@@ -719,6 +719,8 @@ class _Parser:
         cfg = self.cfg
         w = ln.words[1:]  # without the `no`; ln indexes count it
         name = ln.text(3) if len(w) > 2 else ""  # `no crypto map NAME ...`
+        if w[0] == "crypto" and len(w) < 3:
+            return False
         if w[0] == "interface":
             ifname = canonical_interface_name(ln.rest(2)) if len(w) > 1 else None
             if ifname is None:

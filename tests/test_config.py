@@ -861,3 +861,42 @@ def test_unknown_indented_crypto_command_stays_in_its_interface() -> None:
     assert fa.crypto_map == "vpn"
     assert [u.text for u in c.unparsed] == ["crypto isakmp keepalive 10"]
     roundtrip(c)
+
+
+# ---------------------------------------------------------------------------------------
+# Any text: a Config or a ConfigError, never another exception (and check never raises)
+
+_WORDS = ["crypto", "map", "m", "10", "ipsec-isakmp", "ipsec-manual", "dynamic", "d",
+          "dynamic-map", "set", "peer", "10.0.0.1", "transform-set", "t", "esp-aes", "256",
+          "esp-sha-hmac", "mode", "transport", "match", "address", "101", "access-list",
+          "permit", "deny", "ip", "any", "host", "interface", "Fa0/0", "no", "shutdown",
+          "session-key", "inbound", "outbound", "esp", "ah", "300", "cipher", "authenticator",
+          "0011223344556677", "isakmp", "policy", "key", "encryption", "aes", "group", "2",
+          "lifetime", "seconds", "security-association", "replay", "window-size", "64", "!",
+          "exit", "end", "local-address", "pfs", "level", "per-host", "description", "ip",
+          "access-lists", "extended", "remark", "255.255.255.0", "0.0.0.255", "x$%"]
+
+
+_STARTS = ["crypto map m 10", "crypto map m 20 ipsec-manual", "crypto map m 30 ipsec-isakmp",
+           "crypto dynamic-map d 10", "crypto ipsec transform-set t", "crypto isakmp policy 1",
+           "crypto isakmp key k address", "crypto ipsec security-association", "set peer",
+           "set transform-set", "set session-key", "set security-association", "match address",
+           "mode", "interface Fa0/0", "crypto map", "ip address", "access-list 101",
+           "ip access-list extended v", "no", "permit ip", "encryption", "hash", "group", ""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(_STARTS),
+                          st.lists(st.sampled_from(_WORDS), max_size=5)), max_size=12))
+def test_any_text_loads_or_raises_config_error(lines: list[tuple[bool, str, list[str]]]) -> None:
+    from ipsecfast.check import check_config
+
+    text = "\n".join((" " if ind else "") + " ".join([start, *ws]).strip() or "!"
+                     for ind, start, ws in lines)
+    try:
+        c = parse_config(text)
+    except ConfigError as err:
+        assert err.lineno is not None and 1 <= err.lineno <= len(lines)
+        return
+    check_config(c)
+    roundtrip(c)
