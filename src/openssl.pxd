@@ -11,7 +11,6 @@ cdef extern from "openssl/types.h" nogil:
     ctypedef struct OSSL_PROVIDER
 
 cdef extern from "openssl/evp.h" nogil:
-    int EVP_MAX_MD_SIZE
     int EVP_CTRL_AEAD_SET_IVLEN
     int EVP_CTRL_AEAD_GET_TAG
     int EVP_CTRL_AEAD_SET_TAG
@@ -33,7 +32,6 @@ cdef extern from "openssl/evp.h" nogil:
     # digests: HMAC inner / outer states precomputed once per key, copied per packet
     EVP_MD *EVP_MD_fetch(OSSL_LIB_CTX *ctx, const char *algorithm, const char *properties)
     void EVP_MD_free(EVP_MD *md)
-    int EVP_MD_get_size(const EVP_MD *md)
     int EVP_MD_get_block_size(const EVP_MD *md)
     EVP_MD_CTX *EVP_MD_CTX_new()
     void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
