@@ -188,6 +188,11 @@ class SecurityAssociation:
         return int(self._core.seq)
 
     @property
+    def rx_seq(self) -> int:
+        """Highest inbound sequence number accepted so far (the anti-replay window's top)."""
+        return int(self._core.rx_top)
+
+    @property
     def local_address(self) -> str | None:
         """Tunnel source as a dotted quad (None when not given)."""
         return str(ipaddress.IPv4Address(self.local)) if self.local else None

@@ -726,3 +726,34 @@ def test_every_keyed_context_is_freed() -> None:
         # AES-CBC contexts are made, then an unknown integrity id fails: all freed again
         _esp.SaCore(50, 3, 9, b"k" * 16, b"", 0, 1)
     assert _esp.live_contexts() == base
+
+
+def test_threads_share_one_sa_without_reusing_sequence_numbers() -> None:
+    import threading
+
+    tx = SecurityAssociation("esp", 0x1001, "esp-gcm", b"t" * 20, local=LOCAL, peer=PEER)
+    rx = SecurityAssociation("esp", 0x1001, "esp-gcm", b"t" * 20, local=LOCAL, peer=PEER,
+                             replay_window=1024)
+    b = batch_of([100] * 64)
+    outs: list[PacketBatch] = []
+
+    def work() -> None:
+        for _ in range(10):
+            outs.append(tx.encapsulate(b).packets)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    allp = PacketBatch.concat(outs)
+    seqs = allp.u32_at(24)
+    ivs = {p[28:36] for p in allp.to_list()}
+    assert sorted(seqs.tolist()) == list(range(1, 1281)) and len(ivs) == 1280
+    assert tx.seq == 1280
+    res = rx.decapsulate(allp[np.argsort(seqs)])
+    assert res.all_ok and rx.rx_seq == 1280
+    # read-only input buffers are fine
+    ro = PacketBatch(np.frombuffer(b.tobytes(), dtype=np.uint8), b.offsets - b.offsets[0],
+                     b.lengths)
+    assert tx.encapsulate(ro).all_ok
