@@ -890,6 +890,7 @@ _STARTS = ["crypto map m 10", "crypto map m 20 ipsec-manual", "crypto map m 30 i
                           st.lists(st.sampled_from(_WORDS), max_size=5)), max_size=12))
 def test_any_text_loads_or_raises_config_error(lines: list[tuple[bool, str, list[str]]]) -> None:
     from ipsecfast.check import check_config
+    from ipsecfast.show import show
 
     text = "\n".join((" " if ind else "") + " ".join([start, *ws]).strip() or "!"
                      for ind, start, ws in lines)
@@ -899,4 +900,7 @@ def test_any_text_loads_or_raises_config_error(lines: list[tuple[bool, str, list
         assert err.lineno is not None and 1 <= err.lineno <= len(lines)
         return
     check_config(c)
+    for command in ("crypto map", "crypto dynamic-map", "crypto ipsec transform-set",
+                    "crypto isakmp policy", "access-lists", "running-config"):
+        show(c, command)
     roundtrip(c)
