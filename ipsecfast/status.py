@@ -32,7 +32,15 @@ class Status(IntEnum):
     IV_EXHAUSTED = 16  # the per-SA counter IV would repeat (GCM/GMAC/ChaCha/CCM/CTR)
     BAD_INNER_PACKET = 17  # tunnel decap: the decrypted payload is not an IPv4 packet
     # --- policy (router), 32 and up ---
-    NO_SA = 32
+    NO_SA = 32  # the entry has no SA (manual / dynamic, or IKE has not made one yet)
+    UNPROTECTED = 33  # inbound clear text that a crypto map entry says must be protected
+    IP_OPTIONS = 34  # IPv4 options on the crypto path (the seed: IOS XE drops them)
+    MULTICAST = 35  # a permit caught a multicast destination (never protected)
+    BROADCAST = 36  # a permit caught a broadcast destination (never protected)
+    INNER_FLOW_MISMATCH = 37  # decapsulated packet is not in the flow of its SA
+    LIFETIME_EXPIRED = 38  # the SA reached its lifetime (seconds or kilobytes)
+    NO_ACL = 39  # dynamic entry whose access list is empty or undefined: drop all
+    UNKNOWN_SPI = 40  # ESP / AH for a local address with no SA (destination, protocol, SPI)
 
     @property
     def label(self) -> str:

@@ -12,7 +12,7 @@ LAYER = {
     "exceptions": 0, "status": 0,
     "packets": 1, "pcap": 1,
     "acl": 2, "transform": 2,
-    "sa": 3, "cryptomap": 3, "classifier": 3,
+    "sa": 3, "cryptomap": 3, "classifier": 3, "sad": 3,
     "config": 4, "show": 4, "check": 4,
     "router": 5, "ike": 5,
     "demo": 6, "cli": 6, "wireshark": 6, "__main__": 7, "__init__": 7,

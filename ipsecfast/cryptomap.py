@@ -1,0 +1,108 @@
+"""A crypto map set compiled for lookups: the SPD of one interface (DESIGN.md §Policy 1-3, 8, 9).
+
+``CryptoMapSpd(lists)`` takes, in evaluation order, what each crypto map entry matches
+with (``SpdList``): its access list as the seed's rules make it effective, plus a flag for
+entries that drop everything they see. ``lookup(batch, mirror)`` answers per packet the
+entry and the access-list entry (ACE) that protect it; ``flow_match`` checks packets
+against one entry alone (the inner-flow check after decapsulation).
+
+Rules applied here, once, when the SPD is built:
+
+* ``ipsec-manual`` entries use the first ``permit`` only; later ACEs are ignored (the
+  seed: "Access lists for crypto map entries tagged as ipsec-manual are restricted to a
+  single permit entry and subsequent entries are ignored"). ``deny`` lines before it
+  still apply.
+* A dynamic entry without ``match address`` "is ignored during traffic filtering"; one
+  whose list "does not exist or is empty" makes "the router drop all packets": it
+  matches every packet that reaches it (``drop_all``).
+
+The module knows access lists and packets only; ``router.py`` builds it from a
+``Config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .acl import AccessList, Ace
+from .classifier import Classification, Classifier
+from .packets import PacketBatch
+
+__all__ = ["SpdList", "CryptoMapSpd", "manual_acl", "MULTICAST_NET", "LIMITED_BROADCAST"]
+
+MULTICAST_NET = (0xE0000000, 0xF0000000)  # 224.0.0.0/4 (value, mask)
+LIMITED_BROADCAST = 0xFFFFFFFF
+
+
+def manual_acl(acl: AccessList) -> AccessList:
+    """The part of ``acl`` an ``ipsec-manual`` entry uses: up to its first ``permit``.
+
+    Entry indexes stay those of ``acl`` (the list is a prefix of it)."""
+    out = AccessList(acl.name, acl.kind)
+    for ace in acl.entries:
+        out.entries.append(ace)
+        if ace.action == "permit":
+            break
+    return out
+
+
+_PERMIT_ANY = AccessList("<drop-all>", "named", [Ace(10, "permit")])
+
+
+@dataclass(frozen=True)
+class SpdList:
+    """What one crypto map entry matches with.
+
+    ``acl`` None: the entry matches nothing (ignored during traffic filtering);
+    ``drop_all``: the entry matches every packet that reaches it, to drop it."""
+
+    acl: AccessList | None
+    drop_all: bool = False
+
+    @property
+    def effective(self) -> AccessList:
+        if self.drop_all:
+            return _PERMIT_ANY
+        return self.acl if self.acl is not None else AccessList("<none>", "named")
+
+
+class CryptoMapSpd:
+    """The entries of one crypto map set, in order, compiled into one ``Classifier``."""
+
+    def __init__(self, lists: Sequence[SpdList]) -> None:
+        self.lists = tuple(lists)
+        self.drop_all = np.array([x.drop_all for x in self.lists], dtype=bool)
+        self._classifier = Classifier([x.effective for x in self.lists])
+        self._single: dict[int, Classifier] = {}
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def lookup(self, batch: PacketBatch, mirror: bool = False) -> Classification:
+        """Per packet: entry index (-1: no entry protects it), ACE index, status."""
+        return self._classifier.lookup(batch, mirror)
+
+    def flow_match(self, entry: int, batch: PacketBatch, mirror: bool = True
+                   ) -> npt.NDArray[np.int32]:
+        """ACE index of entry ``entry``'s list that permits each packet (-1: not permitted).
+
+        Only this entry's list is consulted: whether an earlier entry would also match
+        does not matter for the SA's own flow."""
+        cls = self._single.get(entry)
+        if cls is None:
+            cls = self._single[entry] = Classifier([self.lists[entry].effective])
+        res = cls.lookup(batch, mirror)
+        return np.where((res.lists == 0) & (res.status == 0), res.entries, -1).astype(np.int32)
+
+
+def group_destinations(dst: npt.NDArray[np.int64], broadcasts: npt.NDArray[np.int64]
+                       ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(multicast, broadcast) masks of destination addresses; ``broadcasts`` are the
+    directed broadcast addresses of the router's subnets."""
+    multicast = (dst & MULTICAST_NET[1]) == MULTICAST_NET[0]
+    broadcast = (dst == LIMITED_BROADCAST) | np.isin(dst, broadcasts)
+    return multicast, broadcast

@@ -1,0 +1,1258 @@
+"""Router: one IOS device's crypto map data plane (DESIGN.md §Policy, §SAs).
+
+``Router(config)`` builds, from a ``Config``, the crypto map set of every interface
+compiled for lookup (``cryptomap.CryptoMapSpd``), the SA database (``sad``) with the
+manual SAs installed, and then processes batches:
+
+* ``outbound(ifname, batch)``: entries in order (first permit protects, deny skips),
+  SA per flow (entry + ACE, or host pair with ``per-host``), ESP / AH / AH+ESP, transport
+  mode only between the peers, nested protection (the packet, once protected, is
+  evaluated again against the crypto map, up to ``nesting_depth`` layers).
+* ``inbound(ifname, batch)``: ESP / AH for the interface's local address by
+  (destination, protocol, SPI), inner-flow check, nested layers peeled; clear text that
+  an entry would protect (mirror evaluation) is dropped.
+
+Per-packet results are numpy arrays aligned with the input (``RouterResult``). Packets are
+grouped by SA with numpy and each SA sees one batch call per direction and mode; there is
+no Python loop over packets. Bad packets never raise: every drop has a ``Status`` code,
+counted per interface and per SA pair (``show("crypto ipsec sa")``).
+
+IOS choices made where the seed is silent are listed in ``Router``'s docstring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .acl import AccessList, Ace
+from .config import Config, CryptoMapEntry, TransformSet, canonical_interface_name
+from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
+from .packets import PacketBatch
+from .sa import SaResult, SecurityAssociation
+from .sad import SaPair, SaRecord, Scope, SecurityAssociationDatabase
+from .show import show as config_show
+from .status import Status, status_counts
+
+__all__ = [
+    "Router",
+    "RouterResult",
+    "RouterEntry",
+    "Verdict",
+    "Flow",
+    "SaKeys",
+    "AcquireRequest",
+    "RekeyRequest",
+]
+
+_U8 = np.uint8
+_I32 = np.int32
+_I64 = np.int64
+ACQUIRE_RETRY_SECONDS = 10.0  # a pending ACQUIRE is not repeated for the same flow sooner
+IKE_PORTS = (500, 4500)
+
+
+class Verdict(IntEnum):
+    BYPASS = 0
+    PROTECT = 1
+    DROP = 2
+
+
+@cache
+def _mode_ids() -> dict[str, int]:
+    """The core's mode ids, read from SAs made in each mode (sa.py keeps them private)."""
+    out = {}
+    for mode in ("tunnel", "transport"):
+        probe = SecurityAssociation("ah", 1, "ah-sha-hmac", auth_key=bytes(20),
+                                    mode=mode, local="0.0.0.1", peer="0.0.0.2")  # type: ignore[arg-type]
+        out[mode] = int(probe._mode_id)
+        probe.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Results and requests
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    """Per-packet output of ``Router.outbound`` / ``inbound``, aligned with the input.
+
+    ``packets``: protected -> the ESP / AH packet; bypassed -> the input unchanged;
+    inbound decapsulated -> the inner packet; dropped -> length 0. ``verdict``: ``Verdict``
+    codes; ``reason``: ``Status`` code of a drop (0 otherwise); ``entry``: index into
+    ``router.entries`` (-1 none); ``sa``: id of the SA on the wire for the original
+    packet's protection (outbound: the first layer applied; inbound: the last layer
+    peeled), -1 none."""
+
+    packets: PacketBatch
+    verdict: npt.NDArray[np.uint8]
+    reason: npt.NDArray[np.uint8]
+    entry: npt.NDArray[np.int32]
+    sa: npt.NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return int(self.verdict.size)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by verdict, and drops by reason label."""
+        counts = np.bincount(self.verdict, minlength=3)
+        drops = status_counts(self.reason[self.verdict == Verdict.DROP])
+        return {
+            "packets": len(self),
+            "bypass": int(counts[Verdict.BYPASS]),
+            "protect": int(counts[Verdict.PROTECT]),
+            "drop": int(counts[Verdict.DROP]),
+            "drops": drops,
+        }
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The flow an SA pair protects within its entry: the ACE (default scope) or, with
+    ``per-host``, the host pair (outbound orientation: our side first)."""
+
+    ace: int = -1
+    source: int | None = None
+    destination: int | None = None
+
+    def scope(self, entry: int) -> Scope:
+        if self.source is not None and self.destination is not None:
+            return (entry, -1, self.source, self.destination)
+        return (entry, self.ace, 0, 0)
+
+
+@dataclass(frozen=True)
+class SaKeys:
+    """SPI and keys of one SA handed to ``Router.install_sas``."""
+
+    spi: int
+    cipher_key: bytes = field(default=b"", repr=False)
+    auth_key: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    """An ACQUIRE: outbound traffic for an ``ipsec-isakmp`` entry that has no SA."""
+
+    entry: int
+    map_name: str
+    seq: int
+    peer: str | None
+    peers: tuple[str, ...]
+    flow: Flow
+    ace: Ace | None
+    interface: str
+    local: str | None
+    time: float
+
+
+@dataclass(frozen=True)
+class RekeyRequest:
+    """A soft lifetime was reached (``reason``: "seconds" or "kilobytes")."""
+
+    pair: int
+    entry: int
+    peer: str
+    flow: Flow
+    reason: str
+    time: float
+
+
+@dataclass(eq=False)
+class RouterEntry:
+    """One crypto map entry as the router evaluates it (``router.entries[i]``)."""
+
+    index: int
+    map_name: str
+    seq: int  # the crypto map sequence number (of the dynamic reference, if expanded)
+    config: CryptoMapEntry  # the crypto map entry, or the dynamic-map entry
+    dynamic: bool  # from a dynamic map (a template: never initiates)
+    acl: AccessList | None  # the configured list (hit counters), None if none / undefined
+    spd: SpdList
+    transform_set: TransformSet | None
+    per_host: bool
+
+    @property
+    def kind(self) -> str:
+        return "dynamic" if self.dynamic else self.config.kind
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+    def first_permit(self) -> int:
+        """Index of the first ``permit`` ACE (the flow of manual SAs), -1 if none."""
+        if self.acl is None:
+            return -1
+        for i, ace in enumerate(self.acl.entries):
+            if ace.action == "permit":
+                return i
+        return -1
+
+
+@dataclass(eq=False)
+class _Domain:
+    """A part of the SAD: one interface's, or one shared by a ``local-address`` map."""
+
+    id: int
+    map_name: str
+    interfaces: list[str]
+    local: str | None
+    offset: int  # router.entries index of the map's first entry
+    spd: CryptoMapSpd
+
+    @property
+    def local_int(self) -> int:
+        return int(ipaddress.IPv4Address(self.local)) if self.local else -1
+
+
+# ---------------------------------------------------------------------------------------
+# Batch helpers
+
+
+def _join(n: int, pieces: Sequence[tuple[npt.NDArray[np.int64], PacketBatch]]) -> PacketBatch:
+    """One batch of ``n`` packets from pieces (positions, packets); later pieces win;
+    positions in no piece are empty."""
+    off = np.zeros(n, dtype=_I64)
+    lens = np.zeros(n, dtype=_I64)
+    bufs = []
+    base = 0
+    for idx, b in pieces:
+        if idx.size == 0:
+            continue
+        bufs.append(b.buffer)
+        off[idx] = b.offsets + base
+        lens[idx] = b.lengths
+        base += int(b.buffer.size)
+    buf = np.concatenate(bufs) if bufs else np.zeros(0, dtype=_U8)
+    return PacketBatch(buf, off, lens)
+
+
+def _chain(first: SaResult, stage: Callable[[PacketBatch], SaResult]) -> SaResult:
+    ok = first.status == 0
+    if bool(ok.all()):
+        return stage(first.packets)
+    idx = np.nonzero(ok)[0]
+    second = stage(first.packets[idx])
+    status = first.status.copy()
+    status[idx] = second.status
+    n = len(status)
+    return SaResult(_join(n, [(idx, second.packets)]), status)
+
+
+def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch) -> SaResult:
+    """Decapsulate packets of an SA whose transform set says ``mode transport``: traffic
+    between the peers came in transport mode, all other traffic in tunnel mode (the seed),
+    and only the (encrypted) next header tells which. Decapsulate as transport, then turn
+    next header 4 (IP-in-IP) into tunnel mode: check the inner IPv4 header and apply
+    RFC 6040 §4.2 ECN decapsulation, as the core does for tunnel mode."""
+    res, nhs = sa._decapsulate(batch, _mode_ids()["transport"])
+    tun = np.nonzero((res.status == 0) & (nhs == 4))[0]
+    if tun.size == 0:
+        return res
+    buf = res.packets.buffer  # fresh output of the core: ours to modify
+    off = res.packets.offsets.copy()
+    lens = res.packets.lengths.copy()
+    status = res.status.copy()
+    o = off[tun]
+    avail = lens[tun] - (buf[o].astype(_I64) & 0xF) * 4
+    io = o + (buf[o].astype(_I64) & 0xF) * 4
+    safe = np.where(avail >= 20, io, o)
+    b0 = buf[safe].astype(_I64)
+    ihl = (b0 & 0xF) * 4
+    tot = (buf[safe + 2].astype(_I64) << 8) | buf[safe + 3]
+    good = (avail >= 20) & ((b0 >> 4) == 4) & (ihl >= 20) & (tot >= ihl) & (tot <= avail)
+    status[tun[~good]] = Status.BAD_INNER_PACKET
+    outer_ecn = buf[o + 1].astype(_I64) & 3
+    inner_tos = buf[safe + 1].astype(_I64)
+    ce = good & (outer_ecn == 3)
+    drop = ce & ((inner_tos & 3) == 0)
+    status[tun[drop]] = Status.ECN_DROP
+    mark = np.nonzero(ce & np.isin(inner_tos & 3, (1, 2)))[0]
+    if mark.size:
+        p = safe[mark]
+        old = (b0[mark] << 8) | inner_tos[mark]
+        new = old | 3
+        hc = (buf[p + 10].astype(_I64) << 8) | buf[p + 11]
+        s = (~hc & 0xFFFF) + (~old & 0xFFFF) + new  # RFC 1624 eq. 3
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        hc2 = ~s & 0xFFFF
+        buf[p + 1] = (inner_tos[mark] | 3).astype(_U8)
+        buf[p + 10] = (hc2 >> 8).astype(_U8)
+        buf[p + 11] = (hc2 & 0xFF).astype(_U8)
+    ok = good & ~drop
+    off[tun[ok]] = io[ok]
+    lens[tun[ok]] = tot[ok]
+    lens[status != 0] = 0
+    return SaResult(PacketBatch(buf, off, lens), status)
+
+
+def _groups(keys: npt.NDArray[np.int64]) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Rows of ``keys`` (n x k) grouped: [(key row, positions)], in key order."""
+    if keys.shape[0] == 0:
+        return []
+    if keys.shape[1] == 1 or bool((keys[:, 1:] == keys[0, 1:]).all()):
+        col = keys[:, 0]
+        order = np.argsort(col, kind="stable")
+        sc = col[order]
+        starts = np.nonzero(np.r_[True, sc[1:] != sc[:-1]])[0]
+        ends = np.r_[starts[1:], sc.size]
+        return [(keys[order[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")
+    si = inv[order]
+    starts = np.nonzero(np.r_[True, si[1:] != si[:-1]])[0]
+    ends = np.r_[starts[1:], si.size]
+    return [(uniq[si[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
+
+
+def _ip(a: int) -> str:
+    return str(ipaddress.IPv4Address(a))
+
+
+# ---------------------------------------------------------------------------------------
+# Router
+
+
+class Router:
+    """One IOS device: interfaces, the crypto map set on each, and the SA database.
+
+    Choices where IOS / the seed leave room (also in README.md):
+
+    * Non-IPv4 packets (version nibble not 4) bypass the crypto map; IPv4 packets the
+      classifier cannot read are dropped with its status (``bad-ip-header``, ``truncated``).
+    * IKE itself (UDP 500 / 4500 to or from the local address) is never matched against
+      the crypto map, as on IOS.
+    * A static entry without ``match address``, with an undefined access list, or
+      (``ipsec-isakmp``) without a peer is incomplete and ignored; a dynamic entry without
+      ``match address`` is ignored, with an empty or undefined list it drops everything it
+      sees (``no-acl``, both directions).
+    * Nesting: an entry already applied to a packet is not applied again to its outer
+      packet. ``result.entry`` / ``result.sa`` name the layer that protects the original
+      packet (outbound: the first applied; inbound: the last peeled).
+    * Inbound ESP / AH is looked up by the SPI of its outermost header; an AH+ESP pair is
+      found by its AH SPI (bare ESP with the pair's ESP SPI is ``unknown-spi``).
+    * Kilobyte lifetimes count the bytes each SA takes in (outbound: the packets to
+      protect; inbound: the protected packets); a packet is processed while the count
+      before it is below the limit. Both SAs of a pair expire together, at the first
+      limit reached in either direction. A new pair for the same flow takes over
+      outbound traffic; the old pair still accepts inbound traffic until it expires.
+    * ACQUIRE for a flow is not repeated within ``ACQUIRE_RETRY_SECONDS`` of the last
+      one (or until its SAs are installed / cleared).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] | None = None,
+        nesting_depth: int = 2,
+        soft_lifetime: float = 0.9,
+    ) -> None:
+        if not isinstance(config, Config):
+            raise TypeError("Router takes a Config (parse_config(text))")
+        if isinstance(nesting_depth, bool) or not 1 <= int(nesting_depth) <= 8:
+            raise ValueError("nesting_depth must be 1..8")
+        if not 0.0 < float(soft_lifetime) <= 1.0:
+            raise ValueError("soft_lifetime must be a fraction in (0, 1]")
+        self.config = config
+        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        self.nesting_depth = int(nesting_depth)
+        self.soft_lifetime = float(soft_lifetime)
+        self.negotiator: Any = None
+        self.sad = SecurityAssociationDatabase()
+        self.entries: list[RouterEntry] = []
+        self.acquires: list[AcquireRequest] = []
+        self.rekey_requests: list[RekeyRequest] = []
+        self.drops: dict[str, dict[str, dict[str, int]]] = {}
+        self._pending: dict[tuple[int, Scope], float] = {}
+        self._next_event = float("inf")
+        self._map_slices: dict[str, tuple[int, int]] = {}
+        self._domains: list[_Domain] = []
+        self._iface_domain: dict[str, _Domain] = {}
+        self._build_entries()
+        self._build_domains()
+        bc = []
+        for itf in config.interfaces.values():
+            if itf.address and itf.mask:
+                net = ipaddress.IPv4Network(f"{itf.address}/{itf.mask}", strict=False)
+                if net.prefixlen < 31:
+                    bc.append(int(net.broadcast_address))
+        self._broadcasts = np.array(sorted(set(bc)), dtype=_I64)
+        for dom in self._domains:
+            self._install_manual(dom)
+
+    # -- construction ----------------------------------------------------------------------
+    def _build_entries(self) -> None:
+        cfg = self.config
+        for name, cmap in cfg.crypto_maps.items():
+            start = len(self.entries)
+            for ref in cmap.ordered():
+                if ref.kind == "dynamic":
+                    dyn = cfg.dynamic_maps.get(ref.dynamic_map or "")
+                    for e in dyn.ordered() if dyn is not None else []:
+                        self._add_entry(name, ref.seq, e, dynamic=True)
+                else:
+                    self._add_entry(name, ref.seq, ref, dynamic=False)
+            self._map_slices[name] = (start, len(self.entries))
+
+    def _add_entry(self, map_name: str, seq: int, e: CryptoMapEntry, dynamic: bool) -> None:
+        cfg = self.config
+        acl = cfg.access_lists.get(e.match_address) if e.match_address is not None else None
+        ts = cfg.transform_sets.get(e.transform_sets[0]) if e.transform_sets else None
+        if dynamic:
+            if e.match_address is None:
+                spd = SpdList(None)  # "ignored during traffic filtering"
+            elif acl is None or not any(a.action != "remark" for a in acl.entries):
+                spd = SpdList(None, drop_all=True)  # "the router drops all packets"
+            else:
+                spd = SpdList(acl)
+        else:
+            complete = acl is not None and ts is not None and (e.is_manual or bool(e.peers))
+            if not complete or acl is None:
+                spd = SpdList(None)
+            else:
+                spd = SpdList(manual_acl(acl) if e.is_manual else acl)
+        self.entries.append(RouterEntry(
+            len(self.entries), map_name, seq, e, dynamic, acl, spd, ts,
+            e.per_host and not e.is_manual))
+
+    def _build_domains(self) -> None:
+        cfg = self.config
+        shared: dict[str, _Domain] = {}
+        for itf in cfg.interfaces.values():
+            name = itf.crypto_map
+            if name is None or name not in cfg.crypto_maps:
+                continue
+            cmap = cfg.crypto_maps[name]
+            if cmap.local_address is not None and name in shared:
+                shared[name].interfaces.append(itf.name)
+                self._iface_domain[itf.name] = shared[name]
+                continue
+            start, end = self._map_slices[name]
+            dom = _Domain(len(self._domains), name, [itf.name],
+                          cfg.local_address(name, itf.name), start,
+                          CryptoMapSpd([e.spd for e in self.entries[start:end]]))
+            self._domains.append(dom)
+            self._iface_domain[itf.name] = dom
+            if cmap.local_address is not None:
+                shared[name] = dom
+
+    # -- interfaces ------------------------------------------------------------------------
+    def crypto_interfaces(self) -> list[str]:
+        """Interfaces with a (defined) crypto map, in configuration order."""
+        return list(self._iface_domain)
+
+    def default_interface(self) -> str:
+        """The only interface with a crypto map; ValueError naming the candidates if there
+        are several or none."""
+        names = self.crypto_interfaces()
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise ValueError("no interface has a crypto map (interface X / crypto map NAME)")
+        raise ValueError(f"several interfaces have a crypto map: {', '.join(names)}; "
+                         "choose one")
+
+    def _interface(self, ifname: str) -> str:
+        name = canonical_interface_name(ifname) or ifname
+        if name not in self.config.interfaces:
+            known = ", ".join(self.config.interfaces) or "none"
+            raise ValueError(f"no interface {ifname!r} in the configuration (interfaces: {known})")
+        return name
+
+    def local_address(self, ifname: str) -> str | None:
+        dom = self._iface_domain.get(self._interface(ifname))
+        return dom.local if dom is not None else None
+
+    # -- lifetimes -------------------------------------------------------------------------
+    def _tick(self) -> float:
+        now = float(self.clock())
+        if now >= self._next_event:
+            self._check_lifetimes(now)
+        return now
+
+    def _check_lifetimes(self, now: float) -> None:
+        nxt = float("inf")
+        for pair in self.sad:
+            if pair.lifetime_seconds is None:
+                continue
+            age = now - pair.created
+            if age >= pair.lifetime_seconds:
+                self._expire(pair)
+                continue
+            soft_at = self.soft_lifetime * pair.lifetime_seconds
+            if not pair.soft_fired and age >= soft_at:
+                self._soft(pair, "seconds", now)
+            if not pair.soft_fired:
+                nxt = min(nxt, pair.created + soft_at)
+            nxt = min(nxt, pair.created + pair.lifetime_seconds)
+        self._next_event = nxt
+
+    def _schedule(self, pair: SaPair) -> None:
+        if pair.lifetime_seconds is not None:
+            soft = pair.created + self.soft_lifetime * pair.lifetime_seconds
+            self._next_event = min(self._next_event, soft)
+
+    def _expire(self, pair: SaPair) -> None:
+        self.sad.remove(pair)
+
+    def _soft(self, pair: SaPair, reason: str, now: float) -> None:
+        pair.soft_fired = True
+        if not pair.rekey:
+            return
+        req = RekeyRequest(pair.id, pair.entry, pair.peer, self._flow_of(pair.scope),
+                           reason, now)
+        self.rekey_requests.append(req)
+        rekey = getattr(self.negotiator, "rekey", None)
+        if rekey is not None:
+            rekey(self, req)
+
+    def _volume(self, pair: SaPair, direction: str, now: float) -> None:
+        if pair.lifetime_kilobytes is None or not pair.alive:
+            return
+        limit = pair.lifetime_kilobytes * 1024
+        used = max(pair.bytes_in, pair.bytes_out)
+        if used >= limit:
+            self._expire(pair)
+        elif not pair.soft_fired and used >= self.soft_lifetime * limit:
+            self._soft(pair, "kilobytes", now)
+
+    @staticmethod
+    def _flow_of(scope: Scope) -> Flow:
+        if scope[1] < 0:
+            return Flow(-1, scope[2], scope[3])
+        return Flow(scope[1])
+
+    # -- SA installation -------------------------------------------------------------------
+    def _install_manual(self, dom: _Domain) -> None:
+        start, end = self._map_slices[dom.map_name]
+        for re_ in self.entries[start:end]:
+            self._install_manual_entry(dom, re_)
+
+    def _install_manual_entry(self, dom: _Domain, re_: RouterEntry) -> SaPair | None:
+        e = re_.config
+        ts = re_.transform_set
+        if not e.is_manual or re_.dynamic or ts is None or dom.local is None:
+            return None
+        ace = re_.first_permit()
+        if ace < 0 or re_.spd.acl is None:
+            return None
+        keys: dict[str, dict[str, SaKeys]] = {"inbound": {}, "outbound": {}}
+        for proto in ("esp", "ah"):
+            if (proto == "esp" and not ts.transforms.has_esp) or (
+                    proto == "ah" and not ts.transforms.has_ah):
+                continue
+            for direction in ("inbound", "outbound"):
+                sk = e.session_key(direction, proto)  # type: ignore[arg-type]
+                if sk is None:
+                    return None  # incomplete: the entry has no SA, its traffic drops (no-sa)
+                keys[direction][proto] = SaKeys(sk.spi, sk.cipher or b"", sk.authenticator or b"")
+        return self._install(dom, re_, e.peers[0], ts, keys["inbound"], keys["outbound"],
+                             (re_.index, ace, 0, 0), manual=True, lifetimes=None,
+                             replay_window=0)
+
+    def _install(
+        self,
+        dom: _Domain,
+        re_: RouterEntry,
+        peer: str,
+        ts: TransformSet,
+        inbound: Mapping[str, SaKeys],
+        outbound: Mapping[str, SaKeys],
+        scope: Scope,
+        manual: bool,
+        lifetimes: tuple[int, int] | None,
+        replay_window: int,
+    ) -> SaPair:
+        assert dom.local is not None
+        t = ts.transforms
+        protos = [p for p, has in (("esp", t.has_esp), ("ah", t.has_ah)) if has]
+        for direction, keys in (("inbound", inbound), ("outbound", outbound)):
+            missing = [p for p in protos if p not in keys]
+            if missing:
+                raise ValueError(f"{direction} keys for {', '.join(missing)} are missing "
+                                 f"(transform set {ts.name}: {t})")
+        records: dict[str, list[SaRecord]] = {"inbound": [], "outbound": []}
+        made: list[SecurityAssociation] = []
+        try:
+            for direction, keys in (("inbound", inbound), ("outbound", outbound)):
+                for proto in protos:
+                    k = keys[proto]
+                    sa = SecurityAssociation(
+                        proto, k.spi, t,  # type: ignore[arg-type]
+                        cipher_key=k.cipher_key if proto == "esp" else None,
+                        auth_key=k.auth_key, mode="tunnel", local=dom.local, peer=peer,
+                        replay_window=replay_window if direction == "inbound" else 0)
+                    made.append(sa)
+                    records[direction].append(SaRecord(
+                        self.sad.new_sa_id(), k.spi, proto, direction,  # type: ignore[arg-type]
+                        dom.local, peer, t, ts.mode, re_.index,
+                        replay_window if direction == "inbound" else 0,
+                        bytearray(k.cipher_key if proto == "esp" else b""),
+                        bytearray(k.auth_key), sa))
+        except Exception:
+            for sa in made:
+                sa.close()
+            raise
+        pair = SaPair(
+            self.sad.new_pair_id(), dom.id, re_.index, peer, dom.local, scope,
+            records["inbound"], records["outbound"], manual, float(self.clock()),
+            lifetimes[0] if lifetimes else None, lifetimes[1] if lifetimes else None,
+            rekey=(not manual and not re_.dynamic and re_.config.kind == "ipsec-isakmp"))
+        try:
+            self.sad.add(pair)
+        except ValueError:
+            for r in pair.inbound + pair.outbound:
+                r.wipe()
+            raise
+        self._pending.pop((dom.id, scope), None)
+        self._schedule(pair)
+        return pair
+
+    def install_sas(
+        self,
+        entry: int,
+        peer: str,
+        inbound: Mapping[str, SaKeys],
+        outbound: Mapping[str, SaKeys],
+        *,
+        flow: Flow | None = None,
+        interface: str | None = None,
+        transform_set: str | None = None,
+        lifetime_seconds: int | None = None,
+        lifetime_kilobytes: int | None = None,
+        replay_window: int | None = None,
+    ) -> SaPair:
+        """Install a negotiated SA pair (the IKE side calls this).
+
+        ``entry``: index into ``router.entries``; ``inbound`` / ``outbound``: ``SaKeys``
+        by protocol (``"esp"``, ``"ah"``: what the transform set needs); ``flow``: the
+        ACE or host pair (default: the entry's first permit ACE, or the flow of an
+        ``AcquireRequest``); ``interface``: needed when the entry's map is on several
+        interfaces with separate SADs; ``transform_set``: the negotiated set (default the
+        entry's first); lifetimes default to the entry's, else the global ones; the
+        anti-replay window to ``crypto ipsec security-association replay`` (0 disabled).
+        Returns the ``SaPair``; its SAs are in ``router.sad``."""
+        if not 0 <= entry < len(self.entries):
+            raise ValueError(f"entry must be 0..{len(self.entries) - 1}")
+        re_ = self.entries[entry]
+        if re_.config.is_manual:
+            raise ValueError(f"{re_.label} is ipsec-manual: its SAs come from the session keys")
+        doms = [d for d in self._domains if d.map_name == re_.map_name]
+        if interface is not None:
+            name = self._interface(interface)
+            doms = [d for d in doms if name in d.interfaces]
+        if len(doms) != 1:
+            where = ", ".join(i for d in doms for i in d.interfaces) or "no interface"
+            raise ValueError(f"crypto map {re_.map_name} is used by {where}; "
+                             "name the interface")
+        dom = doms[0]
+        if dom.local is None:
+            raise ValueError(f"interface {dom.interfaces[0]} has no IP address")
+        names = re_.config.transform_sets
+        tsname = transform_set if transform_set is not None else (names[0] if names else None)
+        ts = self.config.transform_sets.get(tsname or "")
+        if ts is None or (names and tsname not in names):
+            raise ValueError(f"transform set {tsname!r} is not one of {re_.label}'s "
+                             f"({', '.join(names) or 'none'})")
+        if flow is None:
+            flow = Flow(re_.first_permit())
+        scope = flow.scope(entry)
+        secs, kb = self.config.lifetime(re_.config)
+        window = (self.config.ipsec.effective_replay_window if replay_window is None
+                  else int(replay_window))
+        pair = self._install(
+            dom, re_, str(ipaddress.IPv4Address(peer)), ts, inbound, outbound, scope,
+            manual=False,
+            lifetimes=(lifetime_seconds or secs, lifetime_kilobytes or kb),
+            replay_window=window)
+        return pair
+
+    # -- clear -----------------------------------------------------------------------------
+    def clear_crypto_sa(
+        self,
+        peer: str | None = None,
+        map: str | None = None,  # noqa: A002 - IOS's keyword
+        entry: tuple[str, str, int] | None = None,
+    ) -> int:
+        """``clear crypto sa [peer A | map M | entry DST PROTO SPI]``: delete the matching
+        SA pairs (keys wiped); "Manually established SAs are reestablished immediately"
+        (the seed). Returns the number of pairs deleted."""
+        pairs = list(self.sad)
+        if peer is not None:
+            p = str(ipaddress.IPv4Address(peer))
+            pairs = [x for x in pairs if x.peer == p]
+        if map is not None:
+            pairs = [x for x in pairs if self.entries[x.entry].map_name == map]
+        if entry is not None:
+            dst, proto, spi = entry
+            proto = proto.lower()
+            if proto not in ("esp", "ah"):
+                raise ValueError("entry protocol must be 'esp' or 'ah'")
+            found = self.sad.find(str(ipaddress.IPv4Address(dst)), proto, int(spi))
+            pairs = [x for x in pairs if x in found]
+        for pair in pairs:
+            self.sad.remove(pair)
+        self._pending.clear()
+        for pair in pairs:
+            if pair.manual:
+                self._install_manual_entry(self._domains[pair.domain], self.entries[pair.entry])
+        return len(pairs)
+
+    # -- outbound --------------------------------------------------------------------------
+    def _start(self, ifname: str, batch: PacketBatch) -> tuple[str, _Domain | None, _State]:
+        if not isinstance(batch, PacketBatch):
+            raise TypeError("outbound / inbound take a PacketBatch")
+        name = self._interface(ifname)
+        return name, self._iface_domain.get(name), _State(len(batch))
+
+    def outbound(self, ifname: str, batch: PacketBatch) -> RouterResult:
+        """Apply the interface's crypto map to packets leaving through ``ifname``."""
+        name, dom, st = self._start(ifname, batch)
+        now = self._tick()
+        if dom is None or len(batch) == 0:
+            return st.result(batch, [], name, self, "send")
+        pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]] = []
+        idx = np.nonzero((batch.byte_at(0, 0) >> 4) == 4)[0]
+        cur = batch[idx]
+        applied: list[npt.NDArray[np.int32]] = []
+        for depth in range(self.nesting_depth):
+            if idx.size == 0:
+                break
+            cls = dom.spd.lookup(cur)
+            f = cur.ipv4_fields()
+            bad = cls.status != 0
+            if depth == 0:
+                st.drop(idx[bad], cls.status[bad])
+            matched = (cls.lists >= 0) & ~bad & ~self._ike(f, dom)
+            for prev in applied:
+                matched &= cls.lists != prev
+            m = np.nonzero(matched)[0]
+            if m.size == 0:
+                break
+            le = cls.lists[m]
+            ge = le.astype(_I64) + dom.offset
+            ace = cls.entries[m].astype(_I64)
+            self._count_hits(ge, ace)
+            if depth == 0:
+                st.entry[idx[m]] = ge
+            reason = self._policy_drops(dom, le, f, m)
+            keep = reason == 0
+            st.drop(idx[m[~keep]], reason[~keep])
+            m, ge, ace = m[keep], ge[keep], ace[keep]
+            src, dst = f.src[m], f.dst[m]
+            per_host = np.array([e.per_host for e in self.entries], dtype=bool)[ge]
+            keys = np.stack([ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
+                             np.where(per_host, dst, 0)], axis=1)
+            done_pos: list[npt.NDArray[np.int64]] = []
+            done_pk: list[PacketBatch] = []
+            for key, pos in _groups(keys):
+                scope: Scope = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
+                gi = idx[m[pos]]
+                pair = self.sad.lookup_outbound(dom.id, scope)
+                if pair is None:
+                    pair = self._acquire(dom, scope, now, name)
+                if pair is None:
+                    st.drop(gi, Status.NO_SA)
+                    continue
+                sub = cur[m[pos]]
+                res = self._encap_pair(pair, dom, sub, src[pos], dst[pos], now)
+                ok = res.status == 0
+                st.drop(gi[~ok], res.status[~ok])
+                gi_ok = gi[ok]
+                st.verdict[gi_ok] = Verdict.PROTECT
+                if depth == 0:
+                    st.sa[gi_ok] = pair.outer_outbound.id
+                done_pos.append(m[pos][ok])
+                done_pk.append(res.packets[np.nonzero(ok)[0]])
+            if not done_pos:
+                break
+            # the protected packets, in one batch, for the next round of the crypto map
+            sel = np.concatenate(done_pos)
+            joined = _join(sel.size, [(np.arange(p.size) + o, b) for p, b, o in
+                                      zip(done_pos, done_pk, np.cumsum([0] + [p.size for p in
+                                          done_pos[:-1]]), strict=True)])
+            applied = [a[sel] for a in applied] + [cls.lists[sel]]
+            idx = idx[sel]
+            cur = joined
+            pieces.append((idx, cur))
+        return st.result(batch, pieces, name, self, "send")
+
+    def _ike(self, f: Any, dom: _Domain) -> npt.NDArray[np.bool_]:
+        local = dom.local_int
+        ports = np.isin(f.sport, IKE_PORTS) | np.isin(f.dport, IKE_PORTS)
+        return np.asarray(f.valid & (f.proto == 17) & ports & ((f.src == local) | (f.dst == local)))
+
+    def _policy_drops(self, dom: _Domain, le: npt.NDArray[np.int32], f: Any,
+                      m: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        """Drop reasons for packets a permit caught: no-acl, multicast / broadcast
+        (DESIGN.md §Policy 9), IPv4 options; 0 where the packet goes on."""
+        reason = np.zeros(m.size, dtype=_U8)
+        reason[dom.spd.drop_all[le]] = Status.NO_ACL
+        mc, bc = group_destinations(f.dst[m], self._broadcasts)
+        reason[(reason == 0) & mc] = Status.MULTICAST
+        reason[(reason == 0) & bc] = Status.BROADCAST
+        reason[(reason == 0) & (f.ihl[m] > 20)] = Status.IP_OPTIONS
+        return reason
+
+    def _count_hits(self, ge: npt.NDArray[np.int64], ace: npt.NDArray[np.int64]) -> None:
+        if ge.size == 0:
+            return
+        keys, counts = np.unique(ge * 65536 + ace, return_counts=True)
+        for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+            re_ = self.entries[k >> 16]
+            if re_.acl is None or re_.spd.drop_all:
+                continue
+            a = k & 0xFFFF
+            if a < len(re_.acl.entries):
+                re_.acl.count(re_.acl.entries[a].seq, c)
+
+    def _acquire(self, dom: _Domain, scope: Scope, now: float, ifname: str) -> SaPair | None:
+        re_ = self.entries[scope[0]]
+        if re_.dynamic or re_.config.kind != "ipsec-isakmp":
+            return None  # manual: "the traffic is dropped"; dynamic: never initiates
+        last = self._pending.get((dom.id, scope))
+        if last is not None and now - last < ACQUIRE_RETRY_SECONDS:
+            return None
+        self._pending[(dom.id, scope)] = now
+        flow = self._flow_of(scope)
+        ace = None
+        if re_.acl is not None and 0 <= flow.ace < len(re_.acl.entries):
+            ace = re_.acl.entries[flow.ace]
+        peers = tuple(re_.config.peers)
+        req = AcquireRequest(re_.index, re_.map_name, re_.seq, peers[0] if peers else None,
+                             peers, flow, ace, ifname, dom.local, now)
+        self.acquires.append(req)
+        if self.negotiator is not None:
+            self.negotiator.acquire(self, req)
+            return self.sad.lookup_outbound(dom.id, scope)
+        return None
+
+    def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch,
+                    src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], now: float
+                    ) -> SaResult:
+        n = len(sub)
+        status = np.zeros(n, dtype=_U8)
+        if pair.lifetime_kilobytes is not None:
+            before = pair.bytes_out + np.cumsum(sub.lengths) - sub.lengths
+            status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
+        todo = status == 0
+        tmask = np.zeros(n, dtype=bool)
+        if pair.mode == "transport":
+            # the seed: transport "is applicable only to traffic whose source and
+            # destination addresses are the IPsec peer addresses"
+            tmask = (src == dom.local_int) & (dst == int(ipaddress.IPv4Address(pair.peer)))
+        pieces = []
+        ids = _mode_ids()
+        for mask, mode in ((todo & ~tmask, "tunnel"), (todo & tmask, "transport")):
+            sel = np.nonzero(mask)[0]
+            if sel.size == 0:
+                continue
+            res = self._protect(pair, sub[sel], ids[mode])
+            status[sel] = res.status
+            pieces.append((sel, res.packets))
+        out = _join(n, pieces)
+        ok = status == 0
+        pair.encaps += int(ok.sum())
+        pair.bytes_out += int(sub.lengths[ok].sum())
+        for label, c in status_counts(status[~ok]).items():
+            pair.send_errors[label] = pair.send_errors.get(label, 0) + c
+        self._volume(pair, "outbound", now)
+        return SaResult(out, status)
+
+    @staticmethod
+    def _protect(pair: SaPair, batch: PacketBatch, mode_id: int) -> SaResult:
+        res: SaResult | None = None
+        for i, rec in enumerate(pair.outbound):  # ESP first, AH outside it
+            mid = mode_id if i == 0 else _mode_ids()["transport"]
+            sa = rec.sa
+
+            def stage(b: PacketBatch, sa: SecurityAssociation = sa, mid: int = mid) -> SaResult:
+                return sa._encapsulate(b, mid, 4)
+
+            res = stage(batch) if res is None else _chain(res, stage)
+        assert res is not None
+        return res
+
+    # -- inbound ---------------------------------------------------------------------------
+    def inbound(self, ifname: str, batch: PacketBatch) -> RouterResult:
+        """Process packets arriving on ``ifname``."""
+        name, dom, st = self._start(ifname, batch)
+        now = self._tick()
+        if dom is None or len(batch) == 0:
+            return st.result(batch, [], name, self, "recv")
+        pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]] = []
+        idx = np.nonzero((batch.byte_at(0, 0) >> 4) == 4)[0]
+        cur = batch[idx]
+        f = cur.ipv4_fields()
+        local = dom.local_int
+        sec = f.valid & np.isin(f.proto, (50, 51)) & (f.dst == local)
+        self._inbound_clear(dom, st, idx[~sec], cur[np.nonzero(~sec)[0]])
+        idx = idx[sec]
+        cur = cur[np.nonzero(sec)[0]]
+        for _depth in range(self.nesting_depth):
+            if idx.size == 0:
+                break
+            f = cur.ipv4_fields()
+            reason = np.zeros(idx.size, dtype=_U8)
+            reason[((f.flags & 1) != 0) | (f.frag_offset != 0)] = Status.FRAGMENT
+            reason[(reason == 0) & (f.ihl > 20)] = Status.IP_OPTIONS
+            spi = cur.u32_at(f.ihl + np.where(f.proto == 51, 4, 0), -1)
+            reason[(reason == 0) & (spi < 0)] = Status.TRUNCATED
+            st.drop(idx[reason != 0], reason[reason != 0])
+            go = np.nonzero(reason == 0)[0]
+            keys = np.stack([f.proto[go], spi[go]], axis=1)
+            done_pos: list[npt.NDArray[np.int64]] = []
+            done_pk: list[PacketBatch] = []
+            for key, pos in _groups(keys):
+                p = go[pos]
+                gi = idx[p]
+                rec = self.sad.lookup_inbound(dom.id, local, int(key[0]), int(key[1]))
+                if rec is None or rec.pair is None:
+                    st.drop(gi, Status.UNKNOWN_SPI)
+                    continue
+                pair = rec.pair
+                res = self._decap_pair(pair, dom, cur[p], now)
+                ok = res.status == 0
+                st.drop(gi[~ok], res.status[~ok])
+                st.entry[gi] = pair.entry
+                st.sa[gi] = rec.id
+                okp = np.nonzero(ok)[0]
+                st.verdict[gi[okp]] = Verdict.PROTECT
+                done_pos.append(p[okp])
+                done_pk.append(res.packets[okp])
+            if not done_pos:
+                break
+            sel = np.concatenate(done_pos)
+            offs = np.cumsum([0] + [q.size for q in done_pos[:-1]])
+            cur = _join(sel.size, [(np.arange(q.size) + o, b)
+                                   for q, b, o in zip(done_pos, done_pk, offs, strict=True)])
+            idx = idx[sel]
+            pieces.append((idx, cur))
+            # peel again what is still ESP / AH for us (nested protection)
+            f = cur.ipv4_fields()
+            more = np.nonzero(f.valid & np.isin(f.proto, (50, 51)) & (f.dst == local))[0]
+            idx, cur = idx[more], cur[more]
+        return st.result(batch, pieces, name, self, "recv")
+
+    def _inbound_clear(self, dom: _Domain, st: _State, idx: npt.NDArray[np.int64],
+                       cur: PacketBatch) -> None:
+        """Clear text in: dropped if an entry would protect it (mirror evaluation)."""
+        if idx.size == 0:
+            return
+        cls = dom.spd.lookup(cur, mirror=True)
+        f = cur.ipv4_fields()
+        bad = cls.status != 0
+        st.drop(idx[bad], cls.status[bad])
+        m = np.nonzero((cls.lists >= 0) & ~bad & ~self._ike(f, dom))[0]
+        if m.size == 0:
+            return
+        le = cls.lists[m]
+        ge = le.astype(_I64) + dom.offset
+        self._count_hits(ge, cls.entries[m].astype(_I64))
+        reason = self._policy_drops(dom, le, f, m)
+        reason[(reason == 0) | (reason == Status.IP_OPTIONS)] = Status.UNPROTECTED
+        st.entry[idx[m]] = ge
+        st.drop(idx[m], reason)
+
+    def _decap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, now: float) -> SaResult:
+        n = len(sub)
+        status = np.zeros(n, dtype=_U8)
+        if pair.lifetime_kilobytes is not None:
+            before = pair.bytes_in + np.cumsum(sub.lengths) - sub.lengths
+            status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
+        sel = np.nonzero(status == 0)[0]
+        res = self._unprotect(pair, sub[sel])
+        status[sel] = res.status
+        out = _join(n, [(sel, res.packets)])
+        # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
+        okp = np.nonzero(status == 0)[0]
+        if okp.size:
+            inner = out[okp]
+            le = pair.entry - dom.offset
+            ace = self._domains[pair.domain].spd.flow_match(le, inner, mirror=True)
+            e, a, hs, hd = pair.scope
+            if a >= 0:
+                good = ace == a
+            else:
+                fi = inner.ipv4_fields()
+                good = (ace >= 0) & (fi.src == hd) & (fi.dst == hs)
+            status[okp[~good]] = Status.INNER_FLOW_MISMATCH
+        ok = status == 0
+        pair.decaps += int(ok.sum())
+        pair.bytes_in += int(sub.lengths[ok].sum())
+        for label, c in status_counts(status[~ok]).items():
+            pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
+        self._volume(pair, "inbound", now)
+        return SaResult(out, status)
+
+    @staticmethod
+    def _unprotect(pair: SaPair, batch: PacketBatch) -> SaResult:
+        recs = list(reversed(pair.inbound))  # outermost (AH) first
+        ids = _mode_ids()
+        res: SaResult | None = None
+        for i, rec in enumerate(recs):
+            sa = rec.sa
+            innermost = i == len(recs) - 1
+            if not innermost:
+                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
+                    return sa._decapsulate(b, ids["transport"])[0]
+            elif pair.mode == "transport":
+                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
+                    return _decap_mixed(sa, b)
+            else:
+                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
+                    return sa._decapsulate(b, ids["tunnel"])[0]
+            res = stage(batch) if res is None else _chain(res, stage)
+        assert res is not None
+        return res
+
+    # -- show ------------------------------------------------------------------------------
+    def current_peers(self) -> dict[tuple[str, int], str]:
+        """(map name, sequence number) -> the peer of the entry's newest SA pair."""
+        out: dict[tuple[str, int], str] = {}
+        for pair in self.sad:
+            e = self.entries[pair.entry].config
+            out[(e.map_name, e.seq)] = pair.peer
+        return out
+
+    def show(self, command: str) -> str:
+        """IOS show commands: ``crypto ipsec sa [peer A | map M | detail]`` from the live
+        SAD; everything else (``crypto map`` with live peers, ``access-lists`` with hit
+        counts, ...) through ``show.show``."""
+        words = command.split()
+        if words and "show".startswith(words[0].lower()) and len(words[0]) >= 2:
+            words = words[1:]
+        low = [w.lower() for w in words]
+        if len(low) >= 3 and "crypto".startswith(low[0]) and "ipsec".startswith(low[1]) \
+                and low[2] == "sa":
+            return _render_ipsec_sa(self, words[3:])
+        return config_show(self.config, " ".join(words), current_peers=self.current_peers())
+
+    def _domain_list(self) -> list[_Domain]:
+        return list(self._domains)
+
+
+@dataclass
+class _State:
+    """Per-call result arrays."""
+
+    n: int
+    verdict: npt.NDArray[np.uint8] = field(init=False)
+    reason: npt.NDArray[np.uint8] = field(init=False)
+    entry: npt.NDArray[np.int32] = field(init=False)
+    sa: npt.NDArray[np.int32] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verdict = np.zeros(self.n, dtype=_U8)
+        self.reason = np.zeros(self.n, dtype=_U8)
+        self.entry = np.full(self.n, -1, dtype=_I32)
+        self.sa = np.full(self.n, -1, dtype=_I32)
+
+    def drop(self, idx: npt.NDArray[np.int64], reason: Any) -> None:
+        if np.size(idx) == 0:
+            return
+        self.verdict[idx] = Verdict.DROP
+        self.reason[idx] = reason
+
+    def result(self, batch: PacketBatch, pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]],
+               ifname: str, router: Router, direction: Literal["send", "recv"]) -> RouterResult:
+        if pieces:
+            out = _join(self.n, [(np.arange(self.n, dtype=_I64), batch), *pieces])
+        else:
+            out = PacketBatch(batch.buffer, batch.offsets.copy(), batch.lengths.copy())
+        dropped = self.verdict == Verdict.DROP
+        if dropped.any():
+            out.lengths[dropped] = 0
+            out.offsets[dropped] = 0
+            counts = router.drops.setdefault(ifname, {}).setdefault(direction, {})
+            for label, c in status_counts(self.reason[dropped]).items():
+                counts[label] = counts.get(label, 0) + c
+        return RouterResult(out, self.verdict, self.reason, self.entry, self.sa)
+
+
+# ---------------------------------------------------------------------------------------
+# show crypto ipsec sa
+
+
+def _ident(match: Any, protocol: int | None, port: Any) -> str:
+    wild = int(match.wildcard) & 0xFFFFFFFF
+    addr = int(match.address) & ~wild & 0xFFFFFFFF
+    p = 0
+    if port is not None and port.op == "eq" and len(port.ports) == 1:
+        p = int(port.ports[0])
+    return f"({_ip(addr)}/{_ip(~wild & 0xFFFFFFFF)}/{protocol or 0}/{p})"
+
+
+def _flow_idents(router: Router, entry: int, scope: Scope) -> tuple[str, str]:
+    if scope[1] < 0:
+        return (f"({_ip(scope[2])}/255.255.255.255/0/0)",
+                f"({_ip(scope[3])}/255.255.255.255/0/0)")
+    re_ = router.entries[entry]
+    if re_.acl is None or not 0 <= scope[1] < len(re_.acl.entries):
+        any_ = "(0.0.0.0/0.0.0.0/0/0)"
+        return any_, any_
+    ace = re_.acl.entries[scope[1]]
+    return (_ident(ace.source, ace.protocol, ace.source_port),
+            _ident(ace.destination, ace.protocol, ace.destination_port))
+
+
+def _sa_block(router: Router, pair: SaPair, direction: str, proto: str, now: float,
+              in_use: str) -> list[str]:
+    rec = pair.sa_of(direction, proto)
+    if rec is None:
+        return []
+    t = rec.transforms
+    words = [str(x) for x in t if (x.kind == "ah") == (proto == "ah")]
+    lines = [
+        f"      spi: 0x{rec.spi:X}({rec.spi})",
+        f"        transform: {' '.join(words)} ,",
+        f"        in use settings ={{{in_use}, }}",
+        f"        conn id: {rec.id}, flow_id: SW:{rec.id}, sibling_flags 80000046, "
+        f"crypto map: {router.entries[pair.entry].map_name}",
+    ]
+    left = pair.remaining(now, direction)
+    if left is None:
+        lines.append("        no sa timing")
+    else:
+        lines.append(f"        sa timing: remaining key lifetime (k/sec): ({left[0]}/{left[1]})")
+    if proto == "esp" and t.esp_cipher is not None and t.esp_cipher.iv_length:
+        lines.append(f"        IV size: {t.esp_cipher.iv_length} bytes")
+    lines.append(f"        replay detection support: {'Y' if rec.replay_window else 'N'}")
+    lines.append("        Status: ACTIVE(ACTIVE)")
+    return lines
+
+
+def _errors(label: str, counts: Mapping[str, int]) -> list[str]:
+    if not counts:
+        return []
+    body = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return [f"    #{label} errors by reason: {body}"]
+
+
+def _render_ipsec_sa(router: Router, args: list[str]) -> str:
+    """``show crypto ipsec sa [peer A | map M | interface I] [detail]`` (keys never)."""
+    peer = map_name = ifname = None
+    detail = False
+    i = 0
+    while i < len(args):
+        w = args[i].lower()
+        if w == "detail":
+            detail = True
+            i += 1
+        elif w in ("peer", "map", "interface") and i + 1 < len(args):
+            if w == "peer":
+                peer = str(ipaddress.IPv4Address(args[i + 1]))
+            elif w == "map":
+                map_name = args[i + 1]
+            else:
+                ifname = router._interface(args[i + 1])
+            i += 2
+        else:
+            raise ValueError(f"show crypto ipsec sa: unexpected {args[i]!r} "
+                             "(peer A | map M | interface I | detail)")
+    now = float(router.clock())
+    out: list[str] = []
+    for name in router.crypto_interfaces():
+        if ifname is not None and name != ifname:
+            continue
+        dom = router._iface_domain[name]
+        if map_name is not None and dom.map_name != map_name:
+            continue
+        out.append(f"interface: {name}")
+        out.append(f"    Crypto map tag: {dom.map_name}, local addr {dom.local or '0.0.0.0'}")
+        drops = router.drops.get(name, {})
+        if drops.get("send") or drops.get("recv"):
+            for direction in ("send", "recv"):
+                c = drops.get(direction, {})
+                if c:
+                    body = ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+                    out.append(f"    interface {direction} drops: {body}")
+        out.append("")
+        pairs = [p for p in router.sad if p.domain == dom.id]
+        flows: list[tuple[int, Scope, SaPair | None]] = [(p.entry, p.scope, p) for p in pairs]
+        with_pair = {(p.entry, p.scope) for p in pairs}
+        start, end = router._map_slices[dom.map_name]
+        for re_ in router.entries[start:end]:
+            if re_.dynamic or re_.spd.acl is None or re_.acl is None:
+                continue
+            for a, ace in enumerate(re_.spd.acl.entries):
+                scope = (re_.index, a, 0, 0)
+                if ace.action == "permit" and (re_.index, scope) not in with_pair \
+                        and not re_.per_host:
+                    flows.append((re_.index, scope, None))
+        flows.sort(key=lambda x: (x[0], x[2].id if x[2] is not None else 0))
+        for entry, scope, pair in flows:
+            re_ = router.entries[entry]
+            cur_peer = pair.peer if pair is not None else (
+                re_.config.peers[0] if re_.config.peers else "0.0.0.0")
+            if peer is not None and cur_peer != peer:
+                continue
+            local_id, remote_id = _flow_idents(router, entry, scope)
+            t = pair.transforms if pair is not None else (
+                re_.transform_set.transforms if re_.transform_set else None)
+            enc = dec = 0
+            send = recv = {}
+            if pair is not None:
+                enc, dec = pair.encaps, pair.decaps
+                send, recv = pair.send_errors, pair.recv_errors
+            encrypt = enc if t is not None and t.esp_cipher is not None else 0
+            decrypt = dec if t is not None and t.esp_cipher is not None else 0
+            digest = enc if t is not None and (t.has_esp_integrity or t.has_ah) else 0
+            verify = dec if t is not None and (t.has_esp_integrity or t.has_ah) else 0
+            out += [
+                "   protected vrf: (none)",
+                f"   local  ident (addr/mask/prot/port): {local_id}",
+                f"   remote ident (addr/mask/prot/port): {remote_id}",
+                f"   current_peer {cur_peer} port 500",
+                "     PERMIT, flags={origin_is_acl,}",
+                f"    #pkts encaps: {enc}, #pkts encrypt: {encrypt}, #pkts digest: {digest}",
+                f"    #pkts decaps: {dec}, #pkts decrypt: {decrypt}, #pkts verify: {verify}",
+                "    #pkts compressed: 0, #pkts decompressed: 0",
+                "    #pkts not compressed: 0, #pkts compr. failed: 0",
+                "    #pkts not decompressed: 0, #pkts decompress failed: 0",
+                f"    #send errors {sum(send.values())}, #recv errors {sum(recv.values())}",
+            ]
+            out += _errors("send", send) + _errors("recv", recv)
+            if detail:
+                out += [
+                    f"    #pkts replay failed (rcv): {recv.get('replay', 0) + recv.get('outside-window', 0)}",
+                    f"    #pkts verify failed: {recv.get('icv-mismatch', 0)}",
+                    f"    #pkts invalid identity (recv) {recv.get('inner-flow-mismatch', 0)}",
+                ]
+            out.append("")
+            out.append(f"     local crypto endpt.: {dom.local or '0.0.0.0'}, "
+                       f"remote crypto endpt.: {cur_peer}")
+            out.append(f"     path mtu 1500, ip mtu 1500, ip mtu idb {name}")
+            spi = pair.outer_outbound.spi if pair is not None else 0
+            out.append(f"     current outbound spi: 0x{spi:X}({spi})")
+            pfs = re_.config.pfs
+            out.append(f"     PFS (Y/N): {'Y' if pfs else 'N'}, DH group: {pfs or 'none'}")
+            out.append("")
+            in_use = "Tunnel"
+            if pair is not None and pair.mode == "transport":
+                loc_host = local_id.startswith(f"({pair.local}/255.255.255.255/")
+                rem_host = remote_id.startswith(f"({pair.peer}/255.255.255.255/")
+                if loc_host and rem_host:
+                    in_use = "Transport"
+            for direction in ("inbound", "outbound"):
+                for proto in ("esp", "ah"):
+                    out.append(f"     {direction} {proto} sas:")
+                    if pair is not None:
+                        out += _sa_block(router, pair, direction, proto, now, in_use)
+                    out.append("")
+                out.append(f"     {direction} pcp sas:")
+                out.append("")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
