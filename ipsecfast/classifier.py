@@ -209,6 +209,12 @@ class Classifier:
     ``mirror=True`` swaps source and destination (addresses and ports) first, for
     inbound clear-text evaluation (DESIGN.md §Policy 3). Entry indices count every entry
     of ``acl.entries`` (remarks included), so ``acls[l].entries[e]`` is the match.
+
+    Tuning (the defaults suit everything from a few entries to 10K): ``binth`` rows a
+    leaf may hold before it is cut, ``spfac`` the HiCuts space factor (row copies per
+    cut <= spfac * rows), ``split`` the number of separable trees (1, 2 or 4; default 4
+    above 64 rows, else 1), ``budget`` bytes each forest's trees may take (past it,
+    remaining nodes become longer leaves: slower, still exact).
     """
 
     __slots__ = ("acls", "_compiled", "build_seconds", "_splits")
@@ -220,6 +226,7 @@ class Classifier:
         binth: int = 8,
         spfac: float = 4.0,
         split: int | None = None,
+        budget: int = 28_000_000,
     ) -> None:
         import time
 
@@ -243,7 +250,7 @@ class Classifier:
             forests.append(
                 _classify.Forest(
                     arr["lo"], arr["hi"], arr["masks"], arr["icmp"], arr["flags"],
-                    arr["where"], group, ngroups, binth, spfac,
+                    arr["where"], group, ngroups, binth, spfac, budget,
                 )
             )
         self._compiled = _classify.Compiled(forests[0], forests[1])

@@ -190,7 +190,7 @@ cdef class Forest:
     cdef vector[int32_t] roots
     cdef int binth
     cdef double spfac
-    cdef int64_t budget          # max children + leaf row slots; past it nodes become leaves
+    cdef int64_t budget          # bytes of nodes + child slots + leaves; past it, leaves
     cdef int32_t empty_leaf
     cdef public int max_depth
     cdef public int max_leaf
@@ -205,13 +205,15 @@ cdef class Forest:
                  const uint32_t[:, ::1] masks, const int16_t[:, ::1] icmp,
                  const uint8_t[:, ::1] flags, const int32_t[:, ::1] where,
                  const int32_t[::1] group, int ngroups, int binth=8, double spfac=4.0,
-                 int64_t budget=12_000_000):
+                 int64_t budget=28_000_000):
         """Build from row arrays (row id = priority).
 
         lo, hi: (n, 5) inclusive ranges; masks: (n, 4) src_mask, src_val, dst_mask,
         dst_val; icmp: (n, 2) type, code (-1 any); flags: (n, 4) tos_mask, tos_val,
         established, permit; where: (n, 2) list index (non-decreasing), entry index;
-        group: (n,) tree of each row, 0 <= group < ngroups <= 8.
+        group: (n,) tree of each row, 0 <= group < ngroups <= 8.  budget: bytes the
+        trees may take; once it is spent, nodes still to build become (longer) leaves, so
+        a hostile rule set costs lookup speed, never unbounded memory.
         """
         cdef Py_ssize_t n = lo.shape[0], i, j
         cdef Row r
@@ -292,6 +294,11 @@ cdef class Forest:
             rlo[3] = 0; rhi[3] = 0xFFFF
             rlo[4] = 0; rhi[4] = 0xFF
             self.roots.push_back(self._build(ids, rlo, rhi, 0))
+        self.nodes.shrink_to_fit()
+        self.children.shrink_to_fit()
+        self.leaf_start.shrink_to_fit()
+        self.leaf_rows.shrink_to_fit()
+        self.leaf_hot.shrink_to_fit()
 
     cdef void _empty_leaf_init(self):
         self.leaf_start.push_back(0)    # leaf 0: no rows
@@ -439,7 +446,9 @@ cdef class Forest:
         self._prune(ids_in, lo, hi, ids)
         if depth > self.max_depth:
             self.max_depth = depth
-        cdef int64_t used = <int64_t>self.children.size() + <int64_t>self.leaf_rows.size()
+        cdef int64_t used = (<int64_t>(self.children.size() + self.leaf_start.size()) * 4
+                             + <int64_t>self.nodes.size() * sizeof(Node)
+                             + <int64_t>self.leaf_rows.size() * (4 + sizeof(Hot)))
         if <int>ids.size() <= self.binth or depth >= MAX_DEPTH or used > self.budget:
             return self._leaf(ids)
         cdef vector[int32_t] tmp
@@ -472,6 +481,10 @@ cdef class Forest:
             for c in range(a, b + 1):
                 members[fill[c]] = ids[i]
                 fill[c] += 1
+        # the slots and the row copies of this cut must fit in what is left of the budget
+        if used + <int64_t>(2 * nc + 1) * 4 + sizeof(Node) \
+                + <int64_t>start[nc] * (4 + sizeof(Hot)) > self.budget:
+            return self._leaf(ids)
         cdef int32_t node_id = <int32_t>self.nodes.size()
         cdef Node node
         node.dim = d

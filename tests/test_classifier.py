@@ -494,10 +494,14 @@ def test_forest_shapes_agree(classbench_dir: Path | None) -> None:
     f = cb.random_fields(3000, seed=21, like=cb.trace_fields(trace, seed=22))
     want = cb.linear_scan(acls, f)
     for kw in ({"split": 1}, {"split": 2}, {"split": 4, "binth": 1},
-               {"split": 1, "binth": 1000}, {"spfac": 1.0}):
+               {"split": 1, "binth": 1000}, {"spfac": 1.0}, {"split": 1, "budget": 20_000},
+               {"split": 4, "binth": 1, "budget": 30_000}):
         clf = Classifier(acls, **kw)  # type: ignore[arg-type]
         got = classify_fields(clf, f)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), kw
+        if "budget" in kw:  # the cap holds, beyond the rows and one leaf copy of each
+            t = clf.stats()["whole"]
+            assert t["bytes"] <= t["rows"] * (80 + 36) + kw["budget"] + 64, t
 
 
 def _boundary_set(seed: int) -> tuple[list[AccessList], dict[str, np.ndarray]]:
