@@ -19,6 +19,7 @@ fragments are not modelled: the analysis is about flows.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -47,9 +48,9 @@ RULES: frozenset[str] = frozenset({
     "manual-multiple-permits", "manual-no-counterpart", "manual-transform-mismatch",
     "map-not-applied", "no-common-transform-set", "no-crypto-endpoint", "no-local-address",
     "peer-is-self", "peer-mismatch", "peer-not-crypto-interface", "permit-any",
-    "permit-any-any", "psk-mismatch", "psk-missing", "shadowed-entry", "transform-set-unused",
-    "undefined-acl", "undefined-crypto-map", "undefined-dynamic-map", "undefined-interface",
-    "undefined-transform-set", "unparsed",
+    "permit-any-any", "pfs-mismatch", "psk-mismatch", "psk-missing", "shadowed-entry",
+    "transform-set-unused", "transport-ignored", "undefined-acl", "undefined-crypto-map",
+    "undefined-dynamic-map", "undefined-interface", "undefined-transform-set", "unparsed",
 })
 
 _RANK = {"error": 2, "warning": 1, "info": 0}
@@ -379,6 +380,35 @@ class _Checker:
         acl = c.access_lists.get(e.match_address or "")
         if acl is not None:
             self._any(e, acl)
+            if not e.template:
+                self._transport(e)
+
+    def _transport(self, e: CryptoMapEntry) -> None:
+        """The seed: "The mode setting is applicable only to traffic whose source and
+        destination addresses are the IPsec peer addresses; it is ignored for all other
+        traffic." Say so when an entry asks for transport mode and its access list never
+        matches traffic between the two peers."""
+        c = self.c
+        sets = [c.transform_sets[t] for t in e.transform_sets if t in c.transform_sets]
+        if not sets or any(ts.mode != "transport" for ts in sets) or not e.peers:
+            return
+        locals_ = {c.local_address(e.map_name, i.name) for i in c.interfaces_using(e.map_name)}
+        pairs = [(_ip(a), _ip(p)) for a in locals_ if a for p in e.peers if _ip(p) is not None]
+        if not pairs:
+            return
+        for r in _rules(c, e):
+            if r.ace.action != "permit":
+                continue
+            for b in r.boxes:
+                for lo, pe in pairs:
+                    if lo is not None and pe is not None and b[1][0] <= lo <= b[1][1] \
+                            and b[2][0] <= pe <= b[2][1]:
+                        return
+        self.add("info", "transport-ignored", e.lineno,
+                 f"{e.label} asks for mode transport, but its access list never matches "
+                 "traffic between this router and the peer; \"the mode setting is applicable "
+                 "only to traffic whose source and destination addresses are the IPsec peer "
+                 "addresses\", so this traffic uses tunnel mode")
 
     def _any(self, e: CryptoMapEntry, acl: AccessList) -> None:
         seen_deny = False
@@ -653,6 +683,7 @@ class _PairChecker:
                          f"{ex.label} has no transform set in common with "
                          f"{_name(y, yn)}'s {', '.join(e.label for e in overlapping)}: \"The "
                          "crypto map entries must have at least one transform set in common\"")
+            self._pfs(x, y, ex, [ey for ey in overlapping if ey in ts_ok], xn, yn)
             for r in rules:
                 ok = [ey for ey in overlapping if ey in ts_ok
                       and all(self._accepts(y, ey, b) for b in r.boxes)]
@@ -670,6 +701,22 @@ class _PairChecker:
                              f"{_name(x, xn)} initiates for this traffic, its request is a "
                              f"superset of what {_name(y, yn)} permits and is refused "
                              "(Figure 3, case 4)")
+
+    def _pfs(self, x: Config, y: Config, ex: CryptoMapEntry, partners: list[CryptoMapEntry],
+             xn: str, yn: str) -> None:
+        """The seed: set pfs makes IPsec ask for PFS and "demand PFS in requests received
+        from the IPsec peer"."""
+        for ey in partners:
+            if ex.pfs is not None and ey.pfs is not None and ex.pfs != ey.pfs:
+                self.add(x, "error", "pfs-mismatch", ex.lineno,
+                         f"{ex.label} uses set pfs {ex.pfs} but {_name(y, yn)}'s {ey.label} "
+                         f"uses {ey.pfs}: each side demands its own group, so negotiation "
+                         "fails")
+            elif ex.pfs is None and ey.pfs is not None:
+                self.add(x, "warning", "pfs-mismatch", ex.lineno,
+                         f"{_name(y, yn)}'s {ey.label} demands PFS ({ey.pfs}) but {ex.label} "
+                         f"has no set pfs: when {_name(x, xn)} initiates, its request has no "
+                         "PFS and is refused")
 
     def _mirror_note(self, x: Config, y: Config, ex: CryptoMapEntry, r: _Rule,
                      ok: list[CryptoMapEntry], xn: str, yn: str) -> None:
@@ -799,6 +846,13 @@ class _PairChecker:
         self.add(x, "error", "psk-missing", line,
                  f"{_name(x, xn)} authenticates with pre-shared keys but has no crypto isakmp "
                  f"key for {', '.join(sorted(ends_y))}")
+        return None
+
+
+def _ip(text: str | None) -> int | None:
+    try:
+        return int(ipaddress.IPv4Address(text or ""))
+    except ValueError:
         return None
 
 

@@ -153,6 +153,11 @@ CASES = [
      TS + "crypto map m 10 ipsec-isakmp\n set peer 192.0.2.2\n set transform-set t\n"
      " match address 101\ninterface Gi0/0\n crypto map m\n"
      "access-list 101 permit ip host 10.0.0.1 host 10.9.0.1\n", 6),
+    ("transport-ignored", "info",
+     "crypto ipsec transform-set t esp-aes esp-sha-hmac\n mode transport\n"
+     "crypto map m 10 ipsec-isakmp\n set peer 192.0.2.2\n set transform-set t\n"
+     " match address 101\n" + APPLIED
+     + "access-list 101 permit ip 10.0.0.0 0.0.0.255 10.9.0.0 0.0.0.255\n", 3),
     ("interface-shutdown", "info",
      static("access-list 101 permit ip host 10.0.0.1 host 10.9.0.1\n") + "interface Gi0/0\n"
      " shutdown\n", 6),
@@ -492,3 +497,25 @@ def test_every_rule_is_exercised_here() -> None:
     source = Path(__file__).read_text()
     missing = sorted(r for r in RULES if f'"{r}"' not in source)
     assert not missing, f"rules no test makes fire: {missing}"
+
+
+def test_transport_between_the_peers_is_quiet() -> None:
+    text = ("crypto ipsec transform-set t esp-aes esp-sha-hmac\n mode transport\n"
+            "crypto map m 10 ipsec-isakmp\n set peer 192.0.2.2\n set transform-set t\n"
+            " match address 101\n" + APPLIED + "access-list 101 permit gre host 192.0.2.1 "
+            "host 192.0.2.2\n")
+    assert not fired(one(text), "transport-ignored")
+
+
+def test_pfs_must_agree() -> None:
+    acl_a = f"access-list 101 permit ip {SUBNET_X} {SUBNET_Y}\n"
+    acl_b = f"access-list 101 permit ip {SUBNET_Y} {SUBNET_X}\n"
+    fs = pair(acl_a, acl_b, a_extra=" set pfs group14\n", b_extra=" set pfs group2\n")
+    hits = fired(fs, "pfs-mismatch")
+    assert {(f.source, f.severity) for f in hits} == {("a.cfg", "error"), ("b.cfg", "error")}
+    fs = pair(acl_a, acl_b, b_extra=" set pfs group14\n")
+    hits = fired(fs, "pfs-mismatch")
+    assert [(f.source, f.severity) for f in hits] == [("a.cfg", "warning")]
+    assert "a.cfg initiates" in hits[0].message
+    assert not fired(pair(acl_a, acl_b, a_extra=" set pfs\n", b_extra=" set pfs group1\n"),
+                     "pfs-mismatch")
