@@ -647,11 +647,21 @@ class _PairChecker:
                   if t in y.transform_sets]
         return any(t in theirs for t in ours)
 
-    def _accepts(self, y: Config, ey: CryptoMapEntry, proposal: Box) -> bool:
-        """Would y's entry accept x's proposal (seen from x: outbound flow box)?"""
+    def _accepts(self, y: Config, ey: CryptoMapEntry, proposal: Box, per_host: bool) -> bool:
+        """Would y's entry accept x's proposal (seen from x: outbound flow box)?
+
+        An SA request names the flow of one permit entry; with ``set security-association
+        level per-host`` it names one source host and one destination host, so it is enough
+        that every host pair of the box is permitted somewhere in y's list."""
         if ey.template and ey.match_address is None:
             return True  # "the router accepts any data flow identity proposed by the peer"
         want = mirror_box(proposal)
+        if per_host:
+            permitted = [b for r in _rules(y, ey) if r.ace.action == "permit" for b in r.claim]
+            try:
+                return is_subset([want], permitted)
+            except _TooComplex:
+                return False
         denied: list[Box] = []
         for r in _rules(y, ey):
             if r.ace.action == "deny":
@@ -686,7 +696,7 @@ class _PairChecker:
             self._pfs(x, y, ex, [ey for ey in overlapping if ey in ts_ok], xn, yn)
             for r in rules:
                 ok = [ey for ey in overlapping if ey in ts_ok
-                      and all(self._accepts(y, ey, b) for b in r.boxes)]
+                      and all(self._accepts(y, ey, b, ex.per_host) for b in r.boxes)]
                 if ok:
                     self._mirror_note(x, y, ex, r, ok, xn, yn)
                     continue

@@ -519,3 +519,14 @@ def test_pfs_must_agree() -> None:
     assert "a.cfg initiates" in hits[0].message
     assert not fired(pair(acl_a, acl_b, a_extra=" set pfs\n", b_extra=" set pfs group1\n"),
                      "pfs-mismatch")
+
+
+def test_per_host_requests_need_only_each_host_pair_permitted() -> None:
+    acl_a = f"access-list 101 permit ip {SUBNET_X} {SUBNET_Y}\n"
+    # B splits the mirror of A's subnet pair in two entries of its list
+    acl_b = ("access-list 101 permit ip 10.2.0.0 0.0.127.255 10.1.0.0 0.0.255.255\n"
+             "access-list 101 permit ip 10.2.128.0 0.0.127.255 10.1.0.0 0.0.255.255\n")
+    a_side = [f for f in fired(pair(acl_a, acl_b), "acl-not-mirror") if f.source == "a.cfg"]
+    assert a_side and "case 4" in a_side[0].message  # one request for the whole subnet pair
+    fs = pair(acl_a, acl_b, a_extra=" set security-association level per-host\n")
+    assert not [f for f in fired(fs, "acl-not-mirror") if f.source == "a.cfg"]
