@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="an IOS show command over a configuration",
         description="Print what IOS would for: crypto map [interface I | tag M], "
         "crypto dynamic-map [tag M], crypto ipsec transform-set [tag T], crypto isakmp "
-        "policy, access-lists [N], running-config.",
+        "policy, crypto ipsec security-association lifetime, access-lists [N], running-config.",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="IOS configuration file")
     p.add_argument("words", nargs="+", metavar="WORD", help="the show command, e.g. crypto map")

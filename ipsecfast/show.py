@@ -7,6 +7,7 @@ IOS-style abbreviations: ``sh cry map``) returns the text IOS would print for:
 * ``show crypto dynamic-map [tag M]``
 * ``show crypto ipsec transform-set [tag T]``
 * ``show crypto isakmp policy``
+* ``show crypto ipsec security-association lifetime``
 * ``show access-lists [N]`` (also ``show ip access-lists [N]``)
 * ``show running-config``
 
@@ -46,6 +47,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("crypto", "map"): "[interface I | tag M]",
     ("crypto", "dynamic-map"): "[tag M]",
     ("crypto", "ipsec", "transform-set"): "[tag T]",
+    ("crypto", "ipsec", "security-association", "lifetime"): "",
     ("crypto", "isakmp", "policy"): "",
     ("access-lists",): "[N]",
     ("ip", "access-lists"): "[N]",
@@ -111,6 +113,8 @@ def show(
         ("crypto", "dynamic-map"): lambda: _dynamic_map(config, tag("MAP")),
         ("crypto", "ipsec", "transform-set"): lambda: _transform_sets(config, tag("NAME")),
         ("crypto", "isakmp", "policy"): lambda: _isakmp_policy(config, args, bad),
+        ("crypto", "ipsec", "security-association", "lifetime"): lambda: _sa_lifetime(config, args,
+                                                                                      bad),
         ("access-lists",): lambda: _access_lists(config, args_raw, bad),
         ("ip", "access-lists"): lambda: _access_lists(config, args_raw, bad),
         ("running-config",): lambda: _running_config(config, args, bad),
@@ -311,6 +315,15 @@ def _isakmp_policy(config: Config, args: list[str], bad: Callable[[int, str], Un
         out += _policy_lines(f"Protection suite of priority {prio}", config.isakmp_policies[prio])
     out += _policy_lines("Default protection suite", IsakmpPolicy(65535))
     return "\n".join(out) + "\n"
+
+
+def _sa_lifetime(config: Config, args: list[str],
+                 bad: Callable[[int, str], UnknownCommand]) -> str:
+    if args:
+        raise bad(0, "the end of the command")
+    g = config.ipsec
+    return (f"Security association lifetime: {g.effective_lifetime_kilobytes} kilobytes/"
+            f"{g.effective_lifetime_seconds} seconds\n")
 
 
 # ---------------------------------------------------------------------------------------

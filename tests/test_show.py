@@ -219,3 +219,11 @@ def test_unknown_commands(command: str, column: int | None, reason: str) -> None
     assert reason in info.value.message
     if column is not None:
         assert str(info.value).splitlines()[1] == " " * column + "^"
+
+
+def test_show_sa_lifetime() -> None:
+    assert show(load("seed_aes_static_map.cfg"), "show crypto ipsec security-association "
+                "lifetime") == "Security association lifetime: 4608000 kilobytes/3600 seconds\n"
+    c = parse_config("crypto ipsec security-association lifetime seconds 900\n")
+    assert show(c, "sh cry ipsec sec life") == (
+        "Security association lifetime: 4608000 kilobytes/900 seconds\n")
