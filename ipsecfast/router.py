@@ -321,6 +321,14 @@ def _ip(a: int) -> str:
     return str(ipaddress.IPv4Address(a))
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------
 # Router
 
@@ -389,6 +397,10 @@ class Router:
                 if net.prefixlen < 31:
                     bc.append(int(net.broadcast_address))
         self._broadcasts = np.array(sorted(set(bc)), dtype=_I64)
+        self._entry_peer = np.array(
+            [int(ipaddress.IPv4Address(e.config.peers[0])) if e.config.peers
+             and _is_ip(e.config.peers[0]) else -1 for e in self.entries] or [-1], dtype=_I64)
+        self._per_host = np.array([e.per_host for e in self.entries] or [False], dtype=bool)
         for dom in self._domains:
             self._install_manual(dom)
 
@@ -738,6 +750,11 @@ class Router:
             matched = (cls.lists >= 0) & ~bad & ~self._ike(f, dom)
             for prev in applied:
                 matched &= cls.lists != prev
+            if depth > 0:
+                # nesting is to another peer (the seed's Figure 1): a packet already
+                # protected for peer P is not protected for P again
+                peer0 = self._entry_peer[np.maximum(cls.lists, 0).astype(_I64) + dom.offset]
+                matched &= f.dst != peer0
             m = np.nonzero(matched)[0]
             if m.size == 0:
                 break
@@ -752,7 +769,7 @@ class Router:
             st.drop(idx[m[~keep]], reason[~keep])
             m, ge, ace = m[keep], ge[keep], ace[keep]
             src, dst = f.src[m], f.dst[m]
-            per_host = np.array([e.per_host for e in self.entries], dtype=bool)[ge]
+            per_host = self._per_host[ge]
             keys = np.stack([ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
                              np.where(per_host, dst, 0)], axis=1)
             done_pos: list[npt.NDArray[np.int64]] = []
