@@ -69,7 +69,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 # -- encrypt / decrypt / keys --------------------------------------------------------------
 
 CHUNK_PACKETS = 1 << 16  # frames per router call: bounds the router's working memory
-_VERDICT_BYPASS, _VERDICT_PROTECT, _VERDICT_DROP = 0, 1, 2  # router.Verdict values
 _PCAP_HEADER = 24  # classic pcap file header (draft-ietf-opsawg-pcap §4)
 _KEYS_NOTE = ("The keys file is the one place ipsecfast writes keys out: it is created "
               "with mode 0600; keep it as secret as the configuration.")
@@ -137,6 +136,68 @@ def _passthrough(sub: Capture, bypass: Any) -> None:
     sub.is_ipv4 = mask
 
 
+class _Writer:
+    """Rebuilds and writes the output chunks on a second thread while the router works on
+    the next chunk: the compiled frame rebuild, the record formatting and the file write
+    all release the GIL. At most ``depth`` chunks wait, so memory stays bounded."""
+
+    def __init__(self, fh: IO[bytes], depth: int = 2, threaded: bool = True) -> None:
+        import queue
+        import threading
+
+        self._fh = fh
+        self._threaded = threaded
+        self._queue: queue.Queue[tuple[Capture, Any, Any] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._first = True
+        self.packets = self.nbytes = self.snaplen = 0
+        self._thread = threading.Thread(target=self._run, name="ipsecfast-writer", daemon=True)
+        if threaded:
+            self._thread.start()
+
+    def put(self, sub: Capture, packets: Any, keep: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._threaded:
+            self._write(sub, packets, keep)
+            return
+        self._queue.put((sub, packets, keep))
+
+    def close(self) -> None:
+        """Wait for every chunk to be written; re-raise what the writer met."""
+        if self._threaded:
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self.snaplen > 65535:
+            # pcap.write sized the header's SnapLen for the first chunk only.
+            self._fh.seek(16)
+            self._fh.write(self.snaplen.to_bytes(4, "little"))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as err:  # handed to the main thread by put / close
+                    self._error = err
+
+    def _write(self, sub: Capture, packets: Any, keep: Any) -> None:
+        from . import pcap
+
+        out = sub.replace_ip_packets(packets, keep)
+        pcap.write(self._fh if self._first else cast("IO[bytes]", _SkipHeader(self._fh)), out)
+        self._first = False
+        self.packets += len(out)
+        self.nbytes += out.frames.nbytes
+        if len(out):
+            self.snaplen = max(self.snaplen, int(out.frames.lengths.max()))
+
+
 def run_pcap(
     router: Router,
     ifname: str,
@@ -146,15 +207,17 @@ def run_pcap(
     *,
     chunk_packets: int = CHUNK_PACKETS,
     progress: bool = True,
+    threaded: bool = True,
 ) -> dict[str, Any]:
     """Run the capture ``source`` through ``router.outbound`` (direction ``encrypt``) or
     ``router.inbound`` (``decrypt``) on ``ifname`` and write ``target``; returns the
     summary. Non-IPv4 and bypassed frames are copied unchanged, dropped ones left out,
-    timestamps and link type kept."""
+    timestamps and link type kept. ``threaded``: rebuild and write on a second thread."""
     import numpy as np
     from tqdm import tqdm
 
     from . import pcap
+    from .router import Verdict
 
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
@@ -162,37 +225,32 @@ def run_pcap(
     start = time.perf_counter()
     cap = pcap.read(source)
     n = len(cap)
-    verdicts = np.zeros(3, dtype=np.int64)
+    verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
-    n_ip = n_out = bytes_out = 0
-    snaplen = 0
+    n_ip = 0
     with open(target, "wb") as fh, tqdm(
         total=n, unit="pkt", unit_scale=True, file=sys.stderr, disable=not progress,
         delay=0.5, leave=False, desc=direction,
     ) as bar:
-        for a in range(0, max(n, 1), chunk_packets):
-            b = min(a + chunk_packets, n)
-            sub = _chunk(cap, a, b)
-            res = process(ifname, sub.ip_packets())
-            verdict = np.asarray(res.verdict)
-            n_ip += verdict.size
-            verdicts += np.bincount(verdict, minlength=3)[:3]
-            dropped = verdict == _VERDICT_DROP
-            if dropped.any():
-                reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
-            bypass = verdict == _VERDICT_BYPASS
-            _passthrough(sub, bypass)
-            out = sub.replace_ip_packets(res.packets[~bypass], ~dropped[~bypass])
-            pcap.write(fh if a == 0 else cast("IO[bytes]", _SkipHeader(fh)), out)
-            n_out += len(out)
-            bytes_out += out.frames.nbytes
-            if len(out):
-                snaplen = max(snaplen, int(out.frames.lengths.max()))
-            bar.update(b - a)
-        if snaplen > 65535:
-            # pcap.write sized the header's SnapLen for the first chunk only.
-            fh.seek(16)
-            fh.write(snaplen.to_bytes(4, "little"))
+        writer = _Writer(fh, threaded=threaded)
+        try:
+            for a in range(0, max(n, 1), chunk_packets):
+                b = min(a + chunk_packets, n)
+                sub = _chunk(cap, a, b)
+                res = process(ifname, sub.ip_packets())
+                verdict = np.asarray(res.verdict)
+                n_ip += verdict.size
+                verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
+                dropped = verdict == Verdict.DROP
+                if dropped.any():
+                    reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
+                bypass = verdict == Verdict.BYPASS
+                _passthrough(sub, bypass)
+                writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
+                bar.update(b - a)
+        finally:
+            writer.close()
+    n_out, bytes_out = writer.packets, writer.nbytes
     seconds = time.perf_counter() - start
     bytes_in = cap.frames.nbytes
     drops = {_reason_label(int(code)): int(reasons[code]) for code in np.flatnonzero(reasons)}
@@ -205,9 +263,9 @@ def run_pcap(
         "packets_in": n,
         "ipv4": n_ip,
         "non_ipv4": n - n_ip,
-        "protected": int(verdicts[_VERDICT_PROTECT]),
-        "bypassed": int(verdicts[_VERDICT_BYPASS]),
-        "dropped": int(verdicts[_VERDICT_DROP]),
+        "protected": int(verdicts[Verdict.PROTECT]),
+        "bypassed": int(verdicts[Verdict.BYPASS]),
+        "dropped": int(verdicts[Verdict.DROP]),
         "dropped_by_reason": drops,
         "packets_out": n_out,
         "bytes_in": bytes_in,
