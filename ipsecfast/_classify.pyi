@@ -10,6 +10,7 @@ BAD_IP_HEADER: int
 class Forest:
     max_depth: int
     max_leaf: int
+    nleaves: int
     def __init__(
         self,
         lo: npt.NDArray[np.uint32],
@@ -44,6 +45,7 @@ class Compiled:
         lists: npt.NDArray[np.int32],
         entries: npt.NDArray[np.int32],
         status: npt.NDArray[np.uint8],
+        scalar: bool = ...,
     ) -> None: ...
     def classify_fields(
         self,
@@ -60,6 +62,7 @@ class Compiled:
         mirror: bool,
         lists: npt.NDArray[np.int32],
         entries: npt.NDArray[np.int32],
+        scalar: bool = ...,
     ) -> None: ...
     @property
     def nbytes(self) -> int: ...

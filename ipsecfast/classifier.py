@@ -273,8 +273,14 @@ class Classifier:
         return {"whole": self._compiled.whole.stats(), "fragments": self._compiled.frag.stats()}
 
     # -- packets --------------------------------------------------------------------------
-    def lookup(self, batch: PacketBatch, mirror: bool = False) -> Classification:
-        """List index, entry index and status of every IPv4 packet of ``batch``."""
+    def lookup(
+        self, batch: PacketBatch, mirror: bool = False, *, scalar: bool = False
+    ) -> Classification:
+        """List index, entry index and status of every IPv4 packet of ``batch``.
+
+        ``scalar=True`` runs the plain one-packet-at-a-time loop instead of the blocks of
+        interleaved tree walks: the same answers, slower; the reference variant for tests.
+        """
         if not isinstance(batch, PacketBatch):
             raise TypeError("lookup takes a PacketBatch")
         n = len(batch)
@@ -282,7 +288,8 @@ class Classifier:
         entries = np.empty(n, dtype=np.int32)
         status = np.empty(n, dtype=np.uint8)
         self._compiled.classify_packets(
-            batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status
+            batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status,
+            bool(scalar),
         )
         return Classification(lists, entries, status)
 
@@ -315,6 +322,7 @@ class Classifier:
         tcp_flags: Any = None,
         tos: Any = None,
         entries: bool = False,
+        scalar: bool = False,
     ) -> Any:
         """Like ``classify`` on header-field arrays (``PacketFields`` semantics).
 
@@ -335,5 +343,7 @@ class Classifier:
         tb = _as_i64(tos, n, "tos", 0, 255, 0)
         lists = np.empty(n, dtype=np.int32)
         ents = np.empty(n, dtype=np.int32)
-        self._compiled.classify_fields(p, s, d, sp, dp, fr, it, ic, tf, tb, bool(mirror), lists, ents)
+        self._compiled.classify_fields(
+            p, s, d, sp, dp, fr, it, ic, tf, tb, bool(mirror), lists, ents, bool(scalar)
+        )
         return (lists, ents) if entries else lists

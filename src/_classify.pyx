@@ -56,7 +56,14 @@ cdef enum:
     ST_TRUNCATED = 1
     ST_BAD_IP_HEADER = 2
 
+cdef extern from *:
+    """
+    #define ipsf_prefetch(p) __builtin_prefetch((const void*)(p))
+    """
+    void prefetch "ipsf_prefetch"(const void* p) noexcept nogil
+
 cdef enum:
+    BLOCK = 16        # keys walked in lock step by lookup_block
     NDIM = 5          # source, destination, source port, destination port, protocol
     MAX_TREES = 8
     MAX_BITS = 16     # at most 2^16 children per node
@@ -130,10 +137,11 @@ cdef struct Key:
     int32_t frag
 
 
-# children[] entries: >= 0 an internal node index, < 0 the leaf ~value; a leaf l holds
-# leaf_rows[leaf_start[l] : leaf_start[l + 1]] (row ids, ascending).  Every node owns
-# count + 1 child slots, the last one the empty leaf, where keys outside the node's range
-# in its field go (the unsigned subtraction wraps below `lo`).
+# children[] entries: >= 0 an internal node index, < 0 a leaf: ~value is the position in
+# leaf_hot (and leaf_rows) of its rows, ascending by row id and ended by a sentinel whose
+# rid is NO_ROW (position 0 is the shared empty leaf).  Every node owns count + 1 child
+# slots, the last one the empty leaf, where keys outside the node's range in its field go
+# (the unsigned subtraction wraps below `lo`).
 
 cdef inline int32_t descend(const Node* nodes, const int32_t* children, int32_t c,
                             const Key* k) noexcept nogil:
@@ -184,7 +192,6 @@ cdef class Forest:
     cdef vector[Row] rows
     cdef vector[Node] nodes
     cdef vector[int32_t] children
-    cdef vector[int32_t] leaf_start
     cdef vector[int32_t] leaf_rows
     cdef vector[Hot] leaf_hot          # leaf_hot[i] is a copy of rows[leaf_rows[i]]
     cdef vector[int32_t] roots
@@ -193,11 +200,12 @@ cdef class Forest:
     cdef int64_t budget          # bytes of nodes + child slots + leaves; past it, leaves
     cdef int32_t empty_leaf
     cdef public int max_depth
+    cdef public int nleaves
     cdef public int max_leaf
 
     def __cinit__(self):
-        self.leaf_start.push_back(0)
         self.empty_leaf = 0
+        self.nleaves = 0
         self.max_depth = 0
         self.max_leaf = 0
 
@@ -296,13 +304,30 @@ cdef class Forest:
             self.roots.push_back(self._build(ids, rlo, rhi, 0))
         self.nodes.shrink_to_fit()
         self.children.shrink_to_fit()
-        self.leaf_start.shrink_to_fit()
         self.leaf_rows.shrink_to_fit()
         self.leaf_hot.shrink_to_fit()
 
     cdef void _empty_leaf_init(self):
-        self.leaf_start.push_back(0)    # leaf 0: no rows
+        self._sentinel()                # position 0: the empty leaf
         self.empty_leaf = ~0
+
+    cdef void _sentinel(self):
+        cdef Hot h
+        h.src_lo = 1
+        h.src_hi = 0
+        h.dst_lo = 1
+        h.dst_hi = 0
+        h.sp_lo = 1
+        h.sp_hi = 0
+        h.dp_lo = 1
+        h.dp_hi = 0
+        h.pr_lo = 1
+        h.pr_hi = 0
+        h.extra = 0
+        h.permit = 0
+        h.rid = NO_ROW
+        self.leaf_rows.push_back(NO_ROW)
+        self.leaf_hot.push_back(h)
 
     cdef int32_t _leaf(self, vector[int32_t]& ids):
         cdef size_t i
@@ -310,6 +335,7 @@ cdef class Forest:
             return self.empty_leaf
         cdef Hot h
         cdef const Row* r
+        cdef int32_t pos = <int32_t>self.leaf_rows.size()
         for i in range(ids.size()):
             self.leaf_rows.push_back(ids[i])
             r = &self.rows[ids[i]]
@@ -327,10 +353,11 @@ cdef class Forest:
             h.permit = r.permit
             h.rid = ids[i]
             self.leaf_hot.push_back(h)
-        self.leaf_start.push_back(<int32_t>self.leaf_rows.size())
         if <int>ids.size() > self.max_leaf:
             self.max_leaf = <int>ids.size()
-        return ~(<int32_t>self.leaf_start.size() - 2)
+        self._sentinel()
+        self.nleaves += 1
+        return ~pos
 
     cdef void _prune(self, vector[int32_t]& ids, uint64_t* lo, uint64_t* hi,
                      vector[int32_t]& out):
@@ -446,7 +473,7 @@ cdef class Forest:
         self._prune(ids_in, lo, hi, ids)
         if depth > self.max_depth:
             self.max_depth = depth
-        cdef int64_t used = (<int64_t>(self.children.size() + self.leaf_start.size()) * 4
+        cdef int64_t used = (<int64_t>self.children.size() * 4
                              + <int64_t>self.nodes.size() * sizeof(Node)
                              + <int64_t>self.leaf_rows.size() * (4 + sizeof(Hot)))
         if <int>ids.size() <= self.binth or depth >= MAX_DEPTH or used > self.budget:
@@ -482,8 +509,8 @@ cdef class Forest:
                 members[fill[c]] = ids[i]
                 fill[c] += 1
         # the slots and the row copies of this cut must fit in what is left of the budget
-        if used + <int64_t>(2 * nc + 1) * 4 + sizeof(Node) \
-                + <int64_t>start[nc] * (4 + sizeof(Hot)) > self.budget:
+        if used + <int64_t>(nc + 1) * 4 + sizeof(Node) \
+                + <int64_t>(start[nc] + nc) * (4 + sizeof(Hot)) > self.budget:
             return self._leaf(ids)
         cdef int32_t node_id = <int32_t>self.nodes.size()
         cdef Node node
@@ -536,12 +563,13 @@ cdef class Forest:
         """Bytes held by the flat arrays (rows, nodes, children, leaves)."""
         return (self.rows.size() * sizeof(Row) + self.nodes.size() * sizeof(Node)
                 + self.leaf_hot.size() * sizeof(Hot)
-                + (self.children.size() + self.leaf_start.size() + self.leaf_rows.size()
+                + (self.children.size() + self.leaf_rows.size()
                    + self.roots.size()) * sizeof(int32_t))
 
     def export(self):
         """Copies of the flat arrays (for tests and tuning): nodes (dim, lo, shift, count, base),
-        children, leaf_start, leaf_rows, roots, and per row (list, entry, skip_to, permit)."""
+        children, leaf_rows (runs ended by 2**31 - 1), roots, and per row (list, entry,
+        skip_to, permit)."""
         cdef Py_ssize_t i
         nodes = np.zeros((self.nodes.size(), 5), dtype=np.int64)
         for i in range(<Py_ssize_t>self.nodes.size()):
@@ -559,7 +587,6 @@ cdef class Forest:
         return {
             "nodes": nodes,
             "children": np.array([self.children[i] for i in range(<Py_ssize_t>self.children.size())], dtype=np.int64),
-            "leaf_start": np.array([self.leaf_start[i] for i in range(<Py_ssize_t>self.leaf_start.size())], dtype=np.int64),
             "leaf_rows": np.array([self.leaf_rows[i] for i in range(<Py_ssize_t>self.leaf_rows.size())], dtype=np.int64),
             "roots": np.array([self.roots[i] for i in range(<Py_ssize_t>self.roots.size())], dtype=np.int64),
             "rows": rows,
@@ -571,7 +598,7 @@ cdef class Forest:
             "trees": <int>self.roots.size(),
             "nodes": <int>self.nodes.size(),
             "children": <int>self.children.size(),
-            "leaves": <int>self.leaf_start.size() - 1,
+            "leaves": self.nleaves,
             "leaf_rows": <int>self.leaf_rows.size(),
             "max_leaf": self.max_leaf,
             "max_depth": self.max_depth,
@@ -583,7 +610,6 @@ cdef struct ForestView:
     const Row* rows
     const Node* nodes
     const int32_t* children
-    const int32_t* leaf_start
     const Hot* leaf_hot
     const int32_t* roots
     int ntrees
@@ -594,46 +620,40 @@ cdef ForestView view_of(Forest f):
     v.rows = f.rows.data()
     v.nodes = f.nodes.data()
     v.children = f.children.data()
-    v.leaf_start = f.leaf_start.data()
     v.leaf_hot = f.leaf_hot.data()
     v.roots = f.roots.data()
     v.ntrees = <int>f.roots.size()
     return v
 
 
-cdef inline int32_t forest_lookup(const ForestView* v, const Key* k) noexcept nogil:
-    """Row id of the first permit under the list semantics, or -1."""
+cdef inline int32_t scan_leaves(const ForestView* v, const Key* k,
+                                const int32_t* leaf) noexcept nogil:
+    """Row id of the first permit under the list semantics, or -1, given each tree's leaf."""
     cdef int32_t pos[MAX_TREES]
-    cdef int32_t end[MAX_TREES]
     cdef int t
-    cdef int32_t c, rid, start = 0, cur, p, e
+    cdef int32_t rid, start = 0, cur, p
     cdef const Hot* h
     if v.ntrees == 0:
         return -1
     if v.ntrees == 1:
         # one tree: scan the leaf in order, a matching deny skips to the next list
-        c = descend(v.nodes, v.children, v.roots[0], k)
-        p = v.leaf_start[c]
-        e = v.leaf_start[c + 1]
-        while p < e:
-            h = &v.leaf_hot[p]
-            p += 1
+        h = &v.leaf_hot[leaf[0]]
+        while h.rid != NO_ROW:
             if h.rid >= start and hot_matches(h, v.rows, k):
                 if h.permit:
                     return h.rid
                 start = v.rows[h.rid].skip_to
+            h += 1
         return -1
     for t in range(v.ntrees):
-        c = descend(v.nodes, v.children, v.roots[t], k)
-        pos[t] = v.leaf_start[c]
-        end[t] = v.leaf_start[c + 1]
+        pos[t] = leaf[t]
     while True:
         # smallest matching row >= start over all trees; each scan stops at the best so far
+        # (the sentinel's NO_ROW ends every scan)
         cur = NO_ROW
         for t in range(v.ntrees):
             p = pos[t]
-            e = end[t]
-            while p < e:
+            while True:
                 h = &v.leaf_hot[p]
                 rid = h.rid
                 if rid >= cur:
@@ -648,6 +668,58 @@ cdef inline int32_t forest_lookup(const ForestView* v, const Key* k) noexcept no
         if v.rows[cur].permit:
             return cur
         start = v.rows[cur].skip_to
+
+
+cdef inline int32_t forest_lookup(const ForestView* v, const Key* k) noexcept nogil:
+    """The plain one-key lookup: descend every tree, then scan (reference variant)."""
+    cdef int32_t leaf[MAX_TREES]
+    cdef int t
+    for t in range(v.ntrees):
+        leaf[t] = descend(v.nodes, v.children, v.roots[t], k)
+    return scan_leaves(v, k, leaf)
+
+
+cdef void lookup_block(const ForestView* vw, const ForestView* vf, const Key* keys,
+                       const uint8_t* ok, int m, int32_t* rid) noexcept nogil:
+    """Lookups of up to BLOCK keys, the tree walks interleaved level by level.
+
+    One walk is a chain of dependent loads; walking the keys of a block in lock step puts
+    BLOCK independent loads in flight per level (memory-level parallelism, as rte_acl
+    classifies several flows at once), and the leaves are prefetched before the scans.
+    """
+    cdef int32_t cur[BLOCK]
+    cdef int32_t leaf[BLOCK * MAX_TREES]
+    cdef const ForestView* vv[BLOCK]
+    cdef int j, t, maxt = vw.ntrees if vw.ntrees > vf.ntrees else vf.ntrees
+    cdef int32_t c
+    cdef uint32_t idx
+    cdef bint active
+    cdef const Node* nd
+    for j in range(m):
+        vv[j] = vf if keys[j].frag == 2 else vw
+    for t in range(maxt):
+        for j in range(m):
+            cur[j] = vv[j].roots[t] if ok[j] and t < vv[j].ntrees else ~0
+        active = True
+        while active:
+            active = False
+            for j in range(m):
+                c = cur[j]
+                if c >= 0:
+                    nd = &vv[j].nodes[c]
+                    idx = (keys[j].f[nd.dim] - nd.lo) >> nd.shift
+                    if idx > nd.count:
+                        idx = nd.count
+                    c = vv[j].children[nd.base + idx]
+                    cur[j] = c
+                    if c >= 0:
+                        active = True
+        for j in range(m):
+            c = ~cur[j]
+            leaf[j * MAX_TREES + t] = c
+            prefetch(&vv[j].leaf_hot[c])
+    for j in range(m):
+        rid[j] = scan_leaves(vv[j], &keys[j], &leaf[j * MAX_TREES]) if ok[j] else -1
 
 
 cdef inline uint8_t parse_ipv4(const uint8_t* p, int64_t n, Key* k) noexcept nogil:
@@ -717,6 +789,32 @@ cdef inline void mirror_key(Key* k) noexcept nogil:
     k.f[3] = t
 
 
+cdef inline void finish_block(const ForestView* vw, const ForestView* vf, const Key* keys,
+                              const uint8_t* ok, int m, int32_t* rids, int32_t* lists,
+                              int32_t* entries, bint scalar) noexcept nogil:
+    """Look a block of keys up and write list / entry indexes (-1 where no permit)."""
+    cdef int j
+    cdef const Row* r
+    if scalar:
+        for j in range(m):
+            if not ok[j]:
+                rids[j] = -1
+            elif keys[j].frag == 2:
+                rids[j] = forest_lookup(vf, &keys[j])
+            else:
+                rids[j] = forest_lookup(vw, &keys[j])
+    else:
+        lookup_block(vw, vf, keys, ok, m, rids)
+    for j in range(m):
+        if rids[j] < 0:
+            lists[j] = -1
+            entries[j] = -1
+        else:
+            r = (vf.rows if keys[j].frag == 2 else vw.rows) + rids[j]
+            lists[j] = r.list_idx
+            entries[j] = r.entry_idx
+
+
 cdef class Compiled:
     """Two forests (whole packets / non-initial fragments); lookups over batches."""
 
@@ -729,8 +827,12 @@ cdef class Compiled:
 
     def classify_packets(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                          const int64_t[::1] lengths, bint mirror, int32_t[::1] lists,
-                         int32_t[::1] entries, uint8_t[::1] status):
-        """Classify every packet; results into the preallocated output arrays."""
+                         int32_t[::1] entries, uint8_t[::1] status, bint scalar=False):
+        """Classify every packet; results into the preallocated output arrays.
+
+        ``scalar``: the plain one-packet loop instead of the interleaved blocks (same
+        answers; kept as the reference variant for the tests).
+        """
         cdef Py_ssize_t n = offsets.shape[0], i
         if lengths.shape[0] != n or lists.shape[0] != n or entries.shape[0] != n \
                 or status.shape[0] != n:
@@ -739,43 +841,34 @@ cdef class Compiled:
         cdef ForestView vf = view_of(self.frag)
         cdef const uint8_t* base = &buf[0] if buf.shape[0] > 0 else NULL
         cdef Py_ssize_t size = buf.shape[0]
-        cdef Key k
+        cdef Key keys[BLOCK]
+        cdef uint8_t ok[BLOCK]
+        cdef int32_t rids[BLOCK]
+        cdef int j, m
         cdef uint8_t st
-        cdef int32_t rid
-        cdef const Row* r
         # the PacketBatch constructor checked offsets/lengths; check again, cheaply
         for i in range(n):
             if offsets[i] < 0 or lengths[i] < 0 or offsets[i] + lengths[i] > size:
                 raise ValueError("a packet lies outside the buffer")
         with nogil:
-            for i in range(n):
-                st = parse_ipv4(base + offsets[i], lengths[i], &k)
-                status[i] = st
-                if st != ST_OK:
-                    lists[i] = -1
-                    entries[i] = -1
-                    continue
-                if mirror:
-                    mirror_key(&k)
-                if k.frag == 2:
-                    rid = forest_lookup(&vf, &k)
-                    r = vf.rows
-                else:
-                    rid = forest_lookup(&vw, &k)
-                    r = vw.rows
-                if rid < 0:
-                    lists[i] = -1
-                    entries[i] = -1
-                else:
-                    lists[i] = r[rid].list_idx
-                    entries[i] = r[rid].entry_idx
+            i = 0
+            while i < n:
+                m = BLOCK if n - i > BLOCK else <int>(n - i)
+                for j in range(m):
+                    st = parse_ipv4(base + offsets[i + j], lengths[i + j], &keys[j])
+                    status[i + j] = st
+                    ok[j] = st == ST_OK
+                    if ok[j] and mirror:
+                        mirror_key(&keys[j])
+                finish_block(&vw, &vf, keys, ok, m, rids, &lists[i], &entries[i], scalar)
+                i += m
 
     def classify_fields(self, const int64_t[::1] proto, const int64_t[::1] src,
                         const int64_t[::1] dst, const int64_t[::1] sport,
                         const int64_t[::1] dport, const int64_t[::1] frag,
                         const int64_t[::1] icmp_type, const int64_t[::1] icmp_code,
                         const int64_t[::1] tcp_flags, const int64_t[::1] tos, bint mirror,
-                        int32_t[::1] lists, int32_t[::1] entries):
+                        int32_t[::1] lists, int32_t[::1] entries, bint scalar=False):
         """Classify header fields given as arrays (already range-checked by the caller)."""
         cdef Py_ssize_t n = proto.shape[0], i
         if (src.shape[0] != n or dst.shape[0] != n or sport.shape[0] != n
@@ -785,35 +878,32 @@ cdef class Compiled:
             raise ValueError("array lengths differ")
         cdef ForestView vw = view_of(self.whole)
         cdef ForestView vf = view_of(self.frag)
-        cdef Key k
-        cdef int32_t rid
-        cdef const Row* r
+        cdef Key keys[BLOCK]
+        cdef uint8_t ok[BLOCK]
+        cdef int32_t rids[BLOCK]
+        cdef int j, m
+        cdef Key* k
         with nogil:
-            for i in range(n):
-                k.f[0] = <uint32_t>src[i]
-                k.f[1] = <uint32_t>dst[i]
-                k.f[2] = <uint32_t>sport[i]
-                k.f[3] = <uint32_t>dport[i]
-                k.f[4] = <uint32_t>proto[i]
-                k.frag = <int32_t>frag[i]
-                k.icmp_type = <int32_t>icmp_type[i]
-                k.icmp_code = <int32_t>icmp_code[i]
-                k.tcp_flags = <uint32_t>tcp_flags[i]
-                k.tos = <uint32_t>tos[i]
-                if mirror:
-                    mirror_key(&k)
-                if k.frag == 2:
-                    rid = forest_lookup(&vf, &k)
-                    r = vf.rows
-                else:
-                    rid = forest_lookup(&vw, &k)
-                    r = vw.rows
-                if rid < 0:
-                    lists[i] = -1
-                    entries[i] = -1
-                else:
-                    lists[i] = r[rid].list_idx
-                    entries[i] = r[rid].entry_idx
+            i = 0
+            while i < n:
+                m = BLOCK if n - i > BLOCK else <int>(n - i)
+                for j in range(m):
+                    k = &keys[j]
+                    k.f[0] = <uint32_t>src[i + j]
+                    k.f[1] = <uint32_t>dst[i + j]
+                    k.f[2] = <uint32_t>sport[i + j]
+                    k.f[3] = <uint32_t>dport[i + j]
+                    k.f[4] = <uint32_t>proto[i + j]
+                    k.frag = <int32_t>frag[i + j]
+                    k.icmp_type = <int32_t>icmp_type[i + j]
+                    k.icmp_code = <int32_t>icmp_code[i + j]
+                    k.tcp_flags = <uint32_t>tcp_flags[i + j]
+                    k.tos = <uint32_t>tos[i + j]
+                    ok[j] = 1
+                    if mirror:
+                        mirror_key(k)
+                finish_block(&vw, &vf, keys, ok, m, rids, &lists[i], &entries[i], scalar)
+                i += m
 
     @property
     def nbytes(self):
