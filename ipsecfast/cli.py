@@ -116,10 +116,18 @@ class _SkipHeader:
 
 
 def _chunk(cap: Capture, a: int, b: int) -> Capture:
-    """Frames a..b of ``cap`` as a capture of their own (zero-copy views of the frames)."""
+    """Frames a..b of ``cap`` as a capture of their own: a zero-copy view of just the bytes
+    those frames span in the file buffer, so that whatever the router copies from its
+    input buffer is proportional to the chunk, not to the file."""
+    from .packets import PacketBatch
     from .pcap import Capture
 
-    sub = Capture(cap.frames[a:b], cap.linktype, cap.timestamps[a:b], cap.orig_lengths[a:b],
+    frames = cap.frames[a:b]
+    if len(frames):
+        lo = int(frames.offsets.min())
+        hi = int((frames.offsets + frames.lengths).max())
+        frames = PacketBatch(frames.buffer[lo:hi], frames.offsets - lo, frames.lengths)
+    sub = Capture(frames, cap.linktype, cap.timestamps[a:b], cap.orig_lengths[a:b],
                   nanosecond=cap.nanosecond)
     # Frames the reader did not take for IPv4 (e.g. another pcapng interface) stay so.
     sub.is_ipv4 = sub.is_ipv4 & cap.is_ipv4[a:b]
