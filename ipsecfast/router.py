@@ -400,6 +400,8 @@ class Router:
         self._entry_peer = np.array(
             [int(ipaddress.IPv4Address(e.config.peers[0])) if e.config.peers
              and _is_ip(e.config.peers[0]) else -1 for e in self.entries] or [-1], dtype=_I64)
+        self._nests = np.array([not e.dynamic and not e.spd.drop_all for e in self.entries]
+                               or [False], dtype=bool)
         self._per_host = np.array([e.per_host for e in self.entries] or [False], dtype=bool)
         for dom in self._domains:
             self._install_manual(dom)
@@ -752,9 +754,10 @@ class Router:
                 matched &= cls.lists != prev
             if depth > 0:
                 # nesting is to another peer (the seed's Figure 1): a packet already
-                # protected for peer P is not protected for P again
-                peer0 = self._entry_peer[np.maximum(cls.lists, 0).astype(_I64) + dom.offset]
-                matched &= f.dst != peer0
+                # protected for peer P is not protected for P again; dynamic entries
+                # (templates, never initiate) and drop-all entries do not add layers
+                ge_all = np.maximum(cls.lists, 0).astype(_I64) + dom.offset
+                matched &= (f.dst != self._entry_peer[ge_all]) & self._nests[ge_all]
             m = np.nonzero(matched)[0]
             if m.size == 0:
                 break
