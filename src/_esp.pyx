@@ -636,35 +636,71 @@ cdef int esp_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, in
 
 
 # --- AH (RFC 4302) ------------------------------------------------------------------------
-cdef inline void ah_zeroed_header(const uint8_t *ip, uint8_t *z) noexcept nogil:
-    # RFC 4302 §3.3.3.1.1.1: TOS, flags + fragment offset, TTL and checksum are mutable
-    memcpy(z, ip, 20)
+cdef inline int ipv4_option_immutable(int t) noexcept nogil:
+    # RFC 4302 Appendix A.1: EOL, NOP, Security, Extended Security, Commercial Security,
+    # Router Alert, Sender Directed Multi-Destination Delivery; every other option is
+    # mutable and counts as zeros.
+    return t == 0 or t == 1 or t == 130 or t == 133 or t == 134 or t == 148 or t == 149
+
+
+cdef int ah_zeroed_header(const uint8_t *ip, int ihl, uint8_t *z) noexcept nogil:
+    """The IPv4 header as the ICV sees it (RFC 4302 §3.3.3.1.1): TOS, flags + fragment
+    offset, TTL and checksum zeroed; mutable options zeroed whole; with loose / strict source
+    routing the destination is the predictable final one."""
+    cdef int i = 20, t, olen, ptr
+    memcpy(z, ip, ihl)
     z[1] = 0
     z[6] = 0
     z[7] = 0
     z[8] = 0
     z[10] = 0
     z[11] = 0
+    while i < ihl:
+        t = z[i]
+        if t == 0:
+            break                               # End of List: the rest is padding
+        if t == 1:
+            i += 1
+            continue
+        if i + 1 >= ihl:
+            return ST_BAD_IP_HEADER
+        olen = z[i + 1]
+        if olen < 2 or i + olen > ihl:
+            return ST_BAD_IP_HEADER
+        if not ipv4_option_immutable(t):
+            if (t == 131 or t == 137) and olen >= 7:
+                # LSRR / SSRR (RFC 791): while the route is not used up (pointer <= length)
+                # the packet still travels to the last address listed, its final destination.
+                ptr = z[i + 2]
+                if ptr <= olen:
+                    memcpy(z + 16, z + i + olen - 4, 4)
+            memset(z + i, 0, olen)
+        i += olen
+    return ST_OK
 
 
-cdef int ah_icv(Sa *s, const uint8_t *ip, const uint8_t *ah, int ah_len,
+cdef int ah_icv(Sa *s, const uint8_t *ip, int ihl, const uint8_t *ah, int ah_len,
                 const uint8_t *payload, int paylen, uint32_t seq_hi, uint8_t *mac) noexcept nogil:
     """ICV over the zeroed IPv4 header, the AH header with a zero ICV, the payload and,
-    with ESN, the high sequence bits (RFC 4302 §3.3.3)."""
-    cdef uint8_t z[20]
+    with ESN, the high sequence bits (RFC 4302 §3.3.3). Returns a status."""
+    cdef uint8_t z[60]
     cdef uint8_t zeros[MAX_ICV + 4]
     cdef uint8_t hi[4]
-    ah_zeroed_header(ip, z)
+    cdef int r = ah_zeroed_header(ip, ihl, z)
+    if r != ST_OK:
+        return r
     memset(zeros, 0, ah_len - 12)
-    if hmac_begin(s) != 1 or hmac_update(s, z, 20) != 1 or hmac_update(s, ah, 12) != 1:
-        return 0
+    if hmac_begin(s) != 1 or hmac_update(s, z, ihl) != 1 or hmac_update(s, ah, 12) != 1:
+        return ST_INTERNAL
     if hmac_update(s, zeros, ah_len - 12) != 1 or hmac_update(s, payload, paylen) != 1:
-        return 0
+        return ST_INTERNAL
     if s.esn:
         put32(hi, seq_hi)
         if hmac_update(s, hi, 4) != 1:
-            return 0
-    return hmac_finish(s, mac)
+            return ST_INTERNAL
+    if hmac_finish(s, mac) != 1:
+        return ST_INTERNAL
+    return ST_OK
 
 
 cdef inline int ah_length(Sa *s) noexcept nogil:
@@ -674,7 +710,7 @@ cdef inline int ah_length(Sa *s) noexcept nogil:
 
 cdef int ah_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int64_t cap,
                       int64_t *olen, int mode) noexcept nogil:
-    cdef int ihl = 0, tot = 0, r, ah_len, paylen, nh
+    cdef int ihl = 0, tot = 0, r, ah_len, paylen, nh, hl
     cdef int64_t total
     cdef const uint8_t *payload
     cdef uint8_t *ah
@@ -688,18 +724,18 @@ cdef int ah_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
         payload = pkt
         paylen = tot
         nh = PROTO_IPIP
+        hl = 20
     else:
         if is_fragment(pkt):
             return ST_FRAGMENT
-        if ihl != 20:
-            return ST_BAD_IP_HEADER             # options would need per-option mutability
-        payload = pkt + 20
-        paylen = tot - 20
+        payload = pkt + ihl
+        paylen = tot - ihl
         nh = pkt[9]
+        hl = ihl                                # RFC 4302 §3.1.1: AH after the options
     r = next_seq(s, &seq)
     if r != ST_OK:
         return r
-    total = 20 + ah_len + paylen
+    total = hl + ah_len + paylen
     if total > 65535:
         return ST_TOO_BIG
     if total > cap:
@@ -707,10 +743,10 @@ cdef int ah_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
     if mode == MODE_TUNNEL:
         build_outer(s, out, pkt, <int>total, PROTO_AH)
     else:
-        memcpy(out, pkt, 20)
+        memcpy(out, pkt, hl)
         out[9] = PROTO_AH
         put16(out + 2, <uint32_t>total)
-    ah = out + 20
+    ah = out + hl
     ah[0] = nh
     ah[1] = ah_len // 4 - 2                     # RFC 4302 §2.2: length in words minus 2
     ah[2] = 0
@@ -719,10 +755,11 @@ cdef int ah_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
     put32(ah + 8, <uint32_t>seq)
     memset(ah + 12, 0, ah_len - 12)
     memcpy(ah + ah_len, payload, paylen)
-    if ah_icv(s, out, ah, ah_len, ah + ah_len, paylen, <uint32_t>(seq >> 32), mac) != 1:
-        return ST_INTERNAL
+    r = ah_icv(s, out, hl, ah, ah_len, ah + ah_len, paylen, <uint32_t>(seq >> 32), mac)
+    if r != ST_OK:
+        return r
     memcpy(ah + 12, mac, s.icv_len)
-    set_checksum(out, 20)
+    set_checksum(out, hl)
     if mode == MODE_TUNNEL:
         s.ip_id = (s.ip_id + 1) & 0xFFFF
     s.seq = seq
@@ -744,11 +781,9 @@ cdef int ah_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
         return ST_BAD_PROTOCOL
     if is_fragment(pkt):
         return ST_FRAGMENT
-    if ihl != 20:
-        return ST_BAD_IP_HEADER
-    ah = pkt + 20
+    ah = pkt + ihl
     ah_len = ah_length(s)
-    if tot - 20 < ah_len:
+    if tot - ihl < ah_len:
         return ST_TRUNCATED
     if (ah[1] + 2) * 4 != ah_len:
         return ST_BAD_LENGTH
@@ -761,15 +796,16 @@ cdef int ah_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
     if r != ST_OK:
         return r
     payload = ah + ah_len
-    paylen = tot - 20 - ah_len
-    if ah_icv(s, pkt, ah, ah_len, payload, paylen, <uint32_t>(seq >> 32), mac) != 1:
-        return ST_INTERNAL
+    paylen = tot - ihl - ah_len
+    r = ah_icv(s, pkt, ihl, ah, ah_len, payload, paylen, <uint32_t>(seq >> 32), mac)
+    if r != ST_OK:
+        return r
     if ssl.CRYPTO_memcmp(mac, ah + 12, s.icv_len) != 0:
         return ST_ICV_MISMATCH
     nh = ah[0]
     if nh == PROTO_NONE:
         return ST_BAD_NEXT_HEADER
-    if paylen > cap:
+    if ihl + paylen > cap:
         return ST_INTERNAL
     if mode == MODE_TUNNEL:
         if nh != PROTO_IPIP:
@@ -783,12 +819,12 @@ cdef int ah_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
             return r
         olen[0] = itot
     else:
-        memcpy(out, pkt, 20)
+        memcpy(out, pkt, ihl)
         out[9] = nh
-        put16(out + 2, <uint32_t>(20 + paylen))
-        set_checksum(out, 20)
-        memcpy(out + 20, payload, paylen)
-        olen[0] = 20 + paylen
+        put16(out + 2, <uint32_t>(ihl + paylen))
+        set_checksum(out, ihl)
+        memcpy(out + ihl, payload, paylen)
+        olen[0] = ihl + paylen
     if nh_out != NULL:
         nh_out[0] = nh
     replay_update(s, seq)

@@ -760,3 +760,80 @@ def test_threads_share_one_sa_without_reusing_sequence_numbers() -> None:
     ro = PacketBatch(np.frombuffer(b.tobytes(), dtype=np.uint8), b.offsets - b.offsets[0],
                      b.lengths)
     assert tx.encapsulate(ro).all_ok
+
+
+# --- AH over IPv4 options (RFC 4302 Appendix A.1) -------------------------------------------
+def _reroute(pkt: bytes, edits: dict[int, int], ttl_drop: int = 1) -> bytes:
+    """What a router may do: rewrite bytes of the header, decrement TTL, fix the checksum."""
+    b = bytearray(pkt)
+    for pos, val in edits.items():
+        b[pos] = val
+    b[8] -= ttl_drop
+    ihl = (b[0] & 15) * 4
+    b[10:12] = b"\0\0"
+    b[10:12] = struct.pack("!H", checksum(bytes(b[:ihl])))
+    return bytes(b)
+
+
+def test_ah_with_ipv4_options_interoperates_with_scapy() -> None:
+    from scapy.layers.inet import (
+        IP,
+        UDP,
+        IPOption_EOL,
+        IPOption_NOP,
+        IPOption_Router_Alert,
+        IPOption_RR,
+    )
+    from scapy.layers.ipsec import AH
+    from scapy.layers.ipsec import SecurityAssociation as ScapySA
+
+    key = os.urandom(20)
+    opts = [IPOption_Router_Alert(), IPOption_RR(routers=["0.0.0.0", "0.0.0.0"]),
+            IPOption_NOP(), IPOption_EOL()]
+    orig = bytes(IP(bytes(IP(src="10.0.0.1", dst="10.0.0.2", tos=0x10, ttl=9, options=opts)
+                          / UDP(sport=1, dport=2) / b"hello options")))
+    assert (orig[0] & 15) * 4 == 40
+    theirs = ScapySA(AH, spi=0x99, auth_algo="HMAC-SHA1-96", auth_key=key)
+    ours = SecurityAssociation("ah", 0x99, "ah-sha-hmac", auth_key=key, mode="transport")
+    enc = ours.encapsulate(PacketBatch.from_list([orig]))
+    assert enc.all_ok
+    wire = enc.packets[0]
+    assert wire == bytes(theirs.encrypt(IP(orig)))   # byte for byte, options kept in place
+    # en route: a router fills the Record Route slot (mutable) and decrements the TTL
+    rr = 20 + 4                                       # after the 4-byte Router Alert
+    routed = _reroute(wire, {rr + 2: 8, rr + 3: 192, rr + 4: 0, rr + 5: 2, rr + 6: 9})
+    rx = SecurityAssociation("ah", 0x99, "ah-sha-hmac", auth_key=key, mode="transport")
+    res = rx.decapsulate(PacketBatch.from_list([routed]))
+    assert res.all_ok, res.counts()
+    assert res.packets[0][40:] == orig[40:] and res.packets[0][9] == 17
+    assert bytes(theirs.decrypt(IP(routed)))[40:] == orig[40:]   # scapy agrees
+    # an immutable option (Router Alert's value) changed: rejected
+    tampered = _reroute(wire, {23: 1})
+    rx2 = SecurityAssociation("ah", 0x99, "ah-sha-hmac", auth_key=key, mode="transport")
+    assert rx2.decapsulate(PacketBatch.from_list([tampered])).status[0] == Status.ICV_MISMATCH
+    # from scapy to us
+    rx3 = SecurityAssociation("ah", 0x99, "ah-sha-hmac", auth_key=key, mode="transport")
+    res3 = rx3.decapsulate(PacketBatch.from_list([bytes(theirs.encrypt(IP(orig)))]))
+    assert res3.all_ok and res3.packets[0] == orig
+
+
+def test_ah_loose_source_route_destination_is_predicted() -> None:
+    # RFC 4302 §3.3.3.1.1.1: with LSRR the destination is "mutable but predictable": the
+    # sender authenticates the final destination, which is what the receiver sees.
+    hop, final = bytes([10, 9, 9, 9]), bytes([10, 0, 0, 2])
+    lsrr = bytes([131, 7, 4]) + final + b"\0"          # one address, then End of List
+    orig = ipv4(b"source routed", options=lsrr, dst="10.9.9.9")
+    key = os.urandom(32)
+    tx = SecurityAssociation("ah", 7, "ah-sha256-hmac", auth_key=key, mode="transport")
+    rx = SecurityAssociation("ah", 7, "ah-sha256-hmac", auth_key=key, mode="transport")
+    wire = tx.encapsulate(PacketBatch.from_list([orig])).packets[0]
+    assert wire[16:20] == hop
+    # the hop swaps in the next address, records itself and advances the pointer
+    arrived = _reroute(wire, {16: 10, 17: 0, 18: 0, 19: 2, 22: 8, 23: 10, 24: 9, 25: 9, 26: 9})
+    res = rx.decapsulate(PacketBatch.from_list([arrived]))
+    assert res.all_ok, res.counts()
+    assert res.packets[0][16:20] == final and res.packets[0][28:] == orig[28:]
+    # malformed options are refused, not read past the header
+    bad = ipv4(b"x", options=bytes([7, 40, 4, 0]))
+    st = tx.encapsulate(PacketBatch.from_list([bad])).status[0]
+    assert st == Status.BAD_IP_HEADER
