@@ -1,50 +1,68 @@
 # distutils: language = c++
 """Compiled packet classifier: ordered access lists -> decision trees -> first permit.
 
-Structure (why a cutting tree): crypto ACL sets are small to medium (tens to ~10K
-entries), are rebuilt rarely and looked up per packet, so we want a structure whose
-lookup is a few dependent loads plus a short linear scan, and whose build is a simple,
-deterministic recursion.  We use a HiCuts / HyperCuts-style decision tree (Gupta &
-McKeown 1999; Singh et al. 2003) over five fields (source, destination, source port,
-destination port, protocol), with three ideas from later work:
+Structure, and why a cutting tree: crypto ACL sets are small to medium (a few to ~10K
+entries), rebuilt rarely (build a new classifier on change) and looked up per packet,
+so we want a lookup that is a few dependent loads plus a short linear scan, and a build
+that is a simple deterministic recursion.  rte_acl's multi-bit trie over bytes was the
+other candidate; it has to split its tries too once wildcards multiply its states, and
+ranges (ports) become many byte transitions, while a cutting tree keeps a row's ranges
+as they are and checks them in the leaf.  So: a HiCuts / HyperCuts decision tree (Gupta
+& McKeown 1999; Singh et al. 2003) over five fields (source, destination, source port,
+destination port, protocol), with these refinements:
 
-* every internal node cuts ONE field into 2^k equal, power-of-two aligned slices, so
-  the child of a key is ``children[base + ((key[dim] >> shift) & mask)]`` (no
-  comparisons, like a multi-bit trie stride of rte_acl); k is chosen by the HiCuts
-  space rule (sum of row copies + 2^k <= spfac * rows) and the field by the smallest
-  largest child;
-* rows that can never be the answer inside a node are pruned (the rule-pushing /
-  redundancy removal of HyperCuts), using the list semantics: after a row that covers
-  the whole node region and needs no leaf check, the rest of its own list is dead (a
-  deny skips the list, a permit has decided it), and if the row is a permit of a list
-  without an earlier deny, everything after it is dead;
-* rows may be split into a few groups ("separable" trees of EffiCuts / CutSplit: rows
-  with a wildcard source, rows with a wildcard destination, ...) so that wildcard rows
-  are not copied into every slice; every group is one tree and a packet walks all
-  trees of its forest, merging the candidates by priority (below).
+* every internal node cuts ONE field of its region into 2^k equal slices (the last one
+  may be short), so the child of a key is ``children[base + min((key[dim] - lo) >>
+  shift, count)]``: a subtraction, a shift and a clamp, no search (a multi-bit stride,
+  as in rte_acl).  k is the largest that keeps the HiCuts space rule (row copies +
+  slices <= spfac * rows; at least 2 slices), the field is the one whose fullest slice
+  is smallest; no field whose fullest slice keeps every row = a leaf;
+* region compaction (HyperCuts): a node's region shrinks to the bounding box of its
+  rows first, so sparse rule sets (all of a node's rows inside one /13) are cut where
+  they differ, not into empty slices;
+* pruning (HyperCuts' redundancy removal, with the list semantics): after a row that
+  covers the whole node region and needs no leaf check, the rest of its own list is
+  dead (a deny skips the list, a permit has decided it); after such a permit of a list
+  with no deny before it, everything is dead (no deny can ever move past it);
+* separable trees (EffiCuts / CutSplit): rows whose source / destination is wider than
+  a /8 would be copied into every slice of a cut on that field, so above 64 rows they
+  go into their own trees (up to 4: narrow/narrow, narrow/wide, wide/narrow,
+  wide/wide); a packet walks every tree of its forest;
+* adjacent slices with the same rows, all of which span both slices in the cut field,
+  share one subtree (nothing below depends on that field there);
+* a byte budget: once it is spent, nodes still to be built become longer leaves, so a
+  hostile rule set costs lookup speed, never unbounded memory or build time.
 
 A row is one (Ace, source port range, destination port range) combination: `eq` with
 several ports, `neq` and friends become several rows.  Rows carry their global
 priority (row id: lists in order, entries in order), their list and entry index, and
 ``skip_to``, the first row id of the next list.  A row's five fields are inclusive
-ranges; everything else (discontiguous wildcard masks -> exact mask check, ICMP type /
-code, `established`, dscp / precedence / tos) is checked in the leaf.
+ranges (a discontiguous wildcard gets its bounding range); everything else (the exact
+wildcard mask check, ICMP type / code, `established`, dscp / precedence / tos) is
+checked in the leaf, only for rows flagged ``extra``.  Leaves hold 32-byte copies of
+their rows' ranges (``Hot``), two per cache line, ended by a sentinel.
 
 Lookup of one key in a forest of T trees (the list semantics of DESIGN.md Policy 2):
-``start = 0``; in each tree descend to the leaf and find the first matching row
-``>= start`` (leaf rows are sorted by row id); take the smallest candidate over the
-trees; a permit is the answer; a deny moves ``start`` to ``skip_to`` (the next list)
-and only the trees whose candidate fell below ``start`` resume their scan.
+``start = 0``; descend every tree to its leaf; find the smallest matching row >= start
+over the trees (leaf rows are sorted by row id, so each scan stops at the best
+candidate found so far); a permit is the answer; a deny moves ``start`` to its
+``skip_to`` (the next list) and the scans resume where they stopped.  With one tree this
+is a plain in-order leaf scan.  Batches are looked up in blocks of 16 keys whose tree
+walks advance in lock step (independent loads in flight, as rte_acl classifies several
+flows at once), then the leaves are prefetched and scanned; ``scalar=True`` runs the
+plain one-key loop, the reference variant the tests compare it with.
 
 Two forests are built: one for unfragmented packets and initial fragments, one for
-non-initial fragments, whose rows follow the IOS fragment rules (an entry with only L3
-information applies as is; a `fragments` entry applies only there; an entry with L4
-information matches on its L3 part if it is a permit and never if it is a deny).
+non-initial fragments (RFC 791: a fragment with offset > 0 carries no transport
+header), whose rows follow the IOS fragment rules (Cisco, "Access Control Lists and IP
+Fragments"): an entry with only L3 information, or a `fragments` entry, applies on its
+L3 part; an entry with L4 information matches on its L3 part if it is a permit and
+never if it is a deny; `fragments` entries never apply to other packets.
 
-Everything is flat C++ vectors, built once; lookups only read them, without the GIL.
+Everything is flat C++ vectors, built once and shrunk; lookups only read them, in C,
+without the GIL; no Python object is made per packet.
 """
 
-cimport cython
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libcpp.vector cimport vector
 
@@ -410,8 +428,8 @@ cdef class Forest:
             if not inner:
                 continue
             bits = ceil_log2(width)
-            # HiCuts: the most slices whose row copies stay within spfac * rows; if even
-            # that leaves one slice with every row, take more slices (up to MAX_BITS).
+            # HiCuts: the most slices whose row copies stay within spfac * rows (at least
+            # two slices; at most 2^MAX_BITS).
             kk = 0
             k = 1
             while k <= bits and k <= MAX_BITS:
