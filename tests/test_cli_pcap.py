@@ -21,6 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("scapy")
@@ -498,3 +499,44 @@ def test_keys_are_secret_outside_the_keys_file(tmp_path: Path,
     for sa in pair.a_out.values():
         for key in (sa.cipher_key, sa.auth_key):
             assert key.hex() not in captured.out and key.hex() not in captured.err
+
+
+def test_pcapng_and_nanosecond_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scapy.utils import wrpcapng
+
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    frames = [Ether(src=A_MAC, dst=B_MAC) / p for p in protected_packets("tunnel", 6) + bypass_packets()]
+    for i, f in enumerate(frames):
+        f.time = T0 + i * 0.25
+    ng = tmp_path / "in.pcapng"
+    wrpcapng(str(ng), frames)
+    enc, dec = tmp_path / "enc.pcap", tmp_path / "dec.pcap"
+    assert encrypt(pair, ng, enc) == 0 and decrypt(pair, enc, dec) == 0
+    src, out = pcap.read(ng), pcap.read(dec)
+    assert out.linktype == src.linktype == pcap.LINKTYPE_ETHERNET
+    assert out.frames.to_list() == src.frames.to_list()
+    assert list(out.timestamps) == list(src.timestamps)
+
+    # nanosecond timestamps stay nanosecond, to the nanosecond
+    clear = tmp_path / "ns.pcap"
+    cap = pcap.read(ng)
+    pcap.write(clear, cap, timestamps=cap.timestamps + np.arange(len(cap)) * 7 + 3,
+               nanosecond=True)
+    assert encrypt(pair, clear, enc) == 0 and decrypt(pair, enc, dec) == 0
+    assert pcap.read(enc).nanosecond
+    assert dec.read_bytes() == clear.read_bytes()
+    capsys.readouterr()
+
+
+def test_snaplen_covers_a_jumbo_frame_in_a_later_chunk(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    pair = make_pair(tmp_path, "esp-gcm")
+    big = IP(src="10.9.0.1", dst="10.9.0.2") / UDP() / Raw(bytes(65535 - 28))  # bypassed
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 2) + [big], ethernet=True, pad_bypass=False)
+    enc = tmp_path / "enc.pcap"
+    assert encrypt(pair, clear, enc, "--chunk-packets", "1", "--json") == 0
+    assert summary(capsys)["bypassed"] == 1
+    data = enc.read_bytes()
+    assert int.from_bytes(data[16:20], "little") == 65535 + 14  # SnapLen
+    assert pcap.read(enc).frames[-1] == pcap.read(clear).frames[-1]
