@@ -18,6 +18,7 @@ The structure is immutable: build a new ``Classifier`` when a list changes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, overload
 
@@ -228,8 +229,6 @@ class Classifier:
         split: int | None = None,
         budget: int = 28_000_000,
     ) -> None:
-        import time
-
         t0 = time.perf_counter()
         self.acls = tuple(acls)
         for a in self.acls:

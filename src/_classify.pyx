@@ -217,9 +217,9 @@ cdef class Forest:
     cdef double spfac
     cdef int64_t budget          # bytes of nodes + child slots + leaves; past it, leaves
     cdef int32_t empty_leaf
-    cdef public int max_depth
-    cdef public int nleaves
-    cdef public int max_leaf
+    cdef readonly int max_depth
+    cdef readonly int nleaves
+    cdef readonly int max_leaf
 
     def __cinit__(self):
         self.empty_leaf = 0

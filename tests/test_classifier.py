@@ -562,3 +562,18 @@ def test_shared_edges(seed: int) -> None:
                {"split": 1, "binth": 3, "spfac": 1.0}, {"split": 1, "binth": 1, "spfac": 16.0}):
         got = classify_fields(Classifier(acls, **kw), f)  # type: ignore[arg-type]
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), kw
+
+
+def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/classify.py runs (one small set, tiny batch) and its three answers agree."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "classify.py"
+    spec = importlib.util.spec_from_file_location("bench_classify", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick", "--json", "--sets", "fw1_1k", "--batch", "1024"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rows"][0]["agree"] and doc["rows"][0]["mpps_packets"] > 0
