@@ -4,7 +4,9 @@ no traceback reaches the user."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -229,6 +231,8 @@ def run_pcap(
 
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
+    if os.path.exists(target) and os.path.samefile(source, target):
+        raise ValueError(f"{target}: the output would overwrite the input")
     process = router.outbound if direction == "encrypt" else router.inbound
     start = time.perf_counter()
     cap = pcap.read(source)
@@ -236,28 +240,34 @@ def run_pcap(
     verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
     n_ip = 0
-    with open(target, "wb") as fh, tqdm(
-        total=n, unit="pkt", unit_scale=True, file=sys.stderr, disable=not progress,
-        delay=0.5, leave=False, desc=direction,
-    ) as bar:
-        writer = _Writer(fh, threaded=threaded)
-        try:
-            for a in range(0, max(n, 1), chunk_packets):
-                b = min(a + chunk_packets, n)
-                sub = _chunk(cap, a, b)
-                res = process(ifname, sub.ip_packets())
-                verdict = np.asarray(res.verdict)
-                n_ip += verdict.size
-                verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
-                dropped = verdict == Verdict.DROP
-                if dropped.any():
-                    reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
-                bypass = verdict == Verdict.BYPASS
-                _passthrough(sub, bypass)
-                writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
-                bar.update(b - a)
-        finally:
-            writer.close()
+    try:
+        with open(target, "wb") as fh, tqdm(
+            total=n, unit="pkt", unit_scale=True, file=sys.stderr, disable=not progress,
+            delay=0.5, leave=False, desc=direction,
+        ) as bar:
+            writer = _Writer(fh, threaded=threaded)
+            try:
+                for a in range(0, max(n, 1), chunk_packets):
+                    b = min(a + chunk_packets, n)
+                    sub = _chunk(cap, a, b)
+                    res = process(ifname, sub.ip_packets())
+                    verdict = np.asarray(res.verdict)
+                    n_ip += verdict.size
+                    verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
+                    dropped = verdict == Verdict.DROP
+                    if dropped.any():
+                        reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
+                    bypass = verdict == Verdict.BYPASS
+                    _passthrough(sub, bypass)
+                    writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
+                    bar.update(b - a)
+            finally:
+                writer.close()
+    except BaseException:
+        # no half-written capture is left behind (Ctrl-C included)
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
     n_out, bytes_out = writer.packets, writer.nbytes
     seconds = time.perf_counter() - start
     bytes_in = cap.frames.nbytes

@@ -540,3 +540,32 @@ def test_snaplen_covers_a_jumbo_frame_in_a_later_chunk(tmp_path: Path,
     data = enc.read_bytes()
     assert int.from_bytes(data[16:20], "little") == 65535 + 14  # SnapLen
     assert pcap.read(enc).frames[-1] == pcap.read(clear).frames[-1]
+
+
+def test_no_partial_output_and_no_overwriting_the_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipsecfast.exceptions import InternalError
+    from ipsecfast.router import Router
+
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 8), ethernet=False)
+    original = clear.read_bytes()
+    assert encrypt(pair, clear, clear) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert clear.read_bytes() == original
+
+    real = Router.outbound
+    calls = []
+
+    def failing(self: Router, ifname: str, batch: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise InternalError("simulated OpenSSL failure")
+        return real(self, ifname, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Router, "outbound", failing)
+    out = tmp_path / "out.pcap"
+    assert encrypt(pair, clear, out, "--chunk-packets", "3") == 2
+    assert "simulated OpenSSL failure" in capsys.readouterr().err
+    assert not out.exists()
