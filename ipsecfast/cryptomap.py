@@ -86,6 +86,14 @@ class CryptoMapSpd:
         """Per packet: entry index (-1: no entry protects it), ACE index, status."""
         return self._classifier.lookup(batch, mirror)
 
+    def lookup_fields(self, proto: npt.NDArray[np.int64], src: npt.NDArray[np.int64],
+                      dst: npt.NDArray[np.int64], tos: npt.NDArray[np.int64]
+                      ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """(entry, ACE) of packets without ports (our own ESP / AH headers), by fields."""
+        lists, entries = self._classifier.classify_fields(proto, src, dst, tos=tos,
+                                                          entries=True)
+        return np.asarray(lists, dtype=np.int32), np.asarray(entries, dtype=np.int32)
+
     def flow_match(self, entry: int, batch: PacketBatch, mirror: bool = True
                    ) -> npt.NDArray[np.int32]:
         """ACE index of entry ``entry``'s list that permits each packet (-1: not permitted).

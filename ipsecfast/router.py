@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -219,6 +219,109 @@ class _Domain:
 # Batch helpers
 
 
+_Piece = tuple[npt.NDArray[np.int64], PacketBatch]
+_HDR_BYTES = 28
+
+
+class _Hdr(NamedTuple):
+    """The header fields the router reads (int64 arrays; ``valid``: bool)."""
+
+    valid: npt.NDArray[np.bool_]
+    ihl: npt.NDArray[np.int64]
+    tos: npt.NDArray[np.int64]
+    proto: npt.NDArray[np.int64]
+    src: npt.NDArray[np.int64]
+    dst: npt.NDArray[np.int64]
+    sport: npt.NDArray[np.int64]
+    dport: npt.NDArray[np.int64]
+    mf: npt.NDArray[np.int64]
+    frag_offset: npt.NDArray[np.int64]
+    esp_spi: npt.NDArray[np.int64]  # -1 where the packet is too short
+    ah_spi: npt.NDArray[np.int64]
+
+    def take(self, sel: npt.NDArray[np.int64]) -> _Hdr:
+        return _Hdr(*(a[sel] for a in self))  # type: ignore[arg-type]
+
+
+def _version4(batch: PacketBatch) -> npt.NDArray[np.bool_]:
+    if batch.buffer.size == 0:
+        return np.zeros(len(batch), dtype=bool)
+    first = batch.buffer[np.minimum(batch.offsets, batch.buffer.size - 1)]
+    return np.asarray((batch.lengths > 0) & ((first >> 4) == 4))
+
+
+def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
+    """Fields of every packet from one gather of its first ``nbytes`` bytes (the rules of
+    ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments; SPIs -1 when
+    the packet is too short or ``nbytes`` too small)."""
+    n = len(batch)
+    lens = batch.lengths
+    buf = batch.buffer
+    k = np.arange(nbytes, dtype=_I64)
+    if n == 0 or buf.size == 0:
+        h = np.zeros((n, nbytes), dtype=_U8)
+    else:
+        pos = batch.offsets[:, None] + k
+        np.minimum(pos, buf.size - 1, out=pos)
+        h = buf[pos]  # bytes past a packet's end are masked below
+        short = np.nonzero(lens < nbytes)[0]
+        if short.size:
+            h[short] = np.where(k < lens[short, None], h[short], 0)
+
+    def u8(i: int) -> npt.NDArray[np.int64]:
+        return h[:, i].astype(_I64)
+
+    def u16(i: int) -> npt.NDArray[np.int64]:
+        return np.asarray((u8(i) << 8) | u8(i + 1))
+
+    def u32(i: int) -> npt.NDArray[np.int64]:
+        if i + 4 > nbytes:
+            return np.full(n, -1, dtype=_I64)
+        return np.asarray(np.where(lens >= i + 4, (u16(i) << 16) | u16(i + 2), -1))
+
+    b0 = u8(0)
+    ihl = (b0 & 0xF) * 4
+    total = u16(2)
+    valid = ((b0 >> 4) == 4) & (ihl >= 20) & (lens >= ihl) & (total >= ihl) & (total <= lens)
+    fw = u16(6)
+    frag = fw & 0x1FFF
+    proto = u8(9)
+    ports = valid & (frag == 0) & ((proto == 6) | (proto == 17)) & (lens >= ihl + 4)
+    plain = ihl == 20
+    sport = np.where(ports & plain, u16(20) if nbytes >= 24 else 0, 0)
+    dport = np.where(ports & plain, u16(22) if nbytes >= 24 else 0, 0)
+    esp_spi = np.where(plain, u32(20), -1)
+    ah_spi = np.where(plain, u32(24), -1)
+    odd = np.nonzero(~plain & (ihl > 20))[0]
+    if odd.size:  # options (rare): read at the real header length
+        sub = batch[odd]
+        oihl = ihl[odd]
+        sport[odd] = np.where(ports[odd], sub.u16_at(oihl, 0), 0)
+        dport[odd] = np.where(ports[odd], sub.u16_at(oihl + 2, 0), 0)
+        esp_spi[odd] = sub.u32_at(oihl, -1)
+        ah_spi[odd] = sub.u32_at(oihl + 4, -1)
+    return _Hdr(valid, ihl, u8(1), proto, u32(12), u32(16), sport, dport, (fw >> 13) & 1,
+                frag, esp_spi, ah_spi)
+
+
+def _concat_headers(batches: Sequence[PacketBatch], nbytes: int = _HDR_BYTES) -> _Hdr:
+    hs = [_header(b, nbytes) for b in batches]
+    return _Hdr(*(np.concatenate(cols) for cols in zip(*hs, strict=True)))
+
+
+def _join_parts(layer: Sequence[_Piece], sel: npt.NDArray[np.int64]) -> PacketBatch:
+    """Packets ``sel`` (positions in the concatenation of the layer's pieces) in one
+    batch, in that order."""
+    pieces = []
+    start = 0
+    for g, pk in layer:
+        inside = sel[(sel >= start) & (sel < start + g.size)]
+        if inside.size:
+            pieces.append((np.searchsorted(sel, inside), pk[inside - start]))
+        start += g.size
+    return _join(sel.size, pieces)
+
+
 def _join(n: int, pieces: Sequence[tuple[npt.NDArray[np.int64], PacketBatch]]) -> PacketBatch:
     """One batch of ``n`` packets from pieces (positions, packets); later pieces win;
     positions in no piece are empty."""
@@ -298,22 +401,33 @@ def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch) -> SaResult:
 
 
 def _groups(keys: npt.NDArray[np.int64]) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Rows of ``keys`` (n x k) grouped: [(key row, positions)], in key order."""
-    if keys.shape[0] == 0:
+    """Rows of ``keys`` (n x k) grouped: [(key row, positions)], in key order.
+
+    The columns are packed into one int64 when their ranges fit (the usual case), so
+    the grouping is one argsort of a 1-D array."""
+    n = keys.shape[0]
+    if n == 0:
         return []
-    if keys.shape[1] == 1 or bool((keys[:, 1:] == keys[0, 1:]).all()):
-        col = keys[:, 0]
-        order = np.argsort(col, kind="stable")
-        sc = col[order]
-        starts = np.nonzero(np.r_[True, sc[1:] != sc[:-1]])[0]
-        ends = np.r_[starts[1:], sc.size]
+    lo = keys.min(axis=0)
+    span = keys.max(axis=0) - lo
+    bits = [int(x).bit_length() for x in span]
+    if sum(bits) <= 62:
+        packed = np.zeros(n, dtype=_I64)
+        for c, b in enumerate(bits):
+            if b:
+                packed = (packed << b) | (keys[:, c] - lo[c])
+        inv = packed
+        order = np.argsort(inv, kind="stable")
+        si = inv[order]
+        starts = np.nonzero(np.r_[True, si[1:] != si[:-1]])[0]
+        ends = np.r_[starts[1:], n]
         return [(keys[order[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     order = np.argsort(inv, kind="stable")
     si = inv[order]
     starts = np.nonzero(np.r_[True, si[1:] != si[:-1]])[0]
-    ends = np.r_[starts[1:], si.size]
+    ends = np.r_[starts[1:], n]
     return [(uniq[si[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
 
 
@@ -737,46 +851,37 @@ class Router:
         now = self._tick()
         if dom is None or len(batch) == 0:
             return st.result(batch, [], name, self, "send")
-        pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]] = []
-        idx = np.nonzero((batch.byte_at(0, 0) >> 4) == 4)[0]
+        final: list[_Piece] = []
+        idx = np.nonzero(_version4(batch))[0]
         cur = batch[idx]
-        applied: list[npt.NDArray[np.int32]] = []
+        cls = dom.spd.lookup(cur)
+        lists, aces, bad = cls.lists, cls.entries, cls.status != 0
+        st.drop(idx[bad], cls.status[bad])
+        f = _header(cur)
+        applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
         for depth in range(self.nesting_depth):
-            if idx.size == 0:
-                break
-            cls = dom.spd.lookup(cur)
-            f = cur.ipv4_fields()
-            bad = cls.status != 0
+            matched = (lists >= 0) & ~bad
             if depth == 0:
-                st.drop(idx[bad], cls.status[bad])
-            matched = (cls.lists >= 0) & ~bad & ~self._ike(f, dom)
-            for prev in applied:
-                matched &= cls.lists != prev
-            if depth > 0:
-                # nesting is to another peer (the seed's Figure 1): a packet already
-                # protected for peer P is not protected for P again; dynamic entries
-                # (templates, never initiate) and drop-all entries do not add layers
-                ge_all = np.maximum(cls.lists, 0).astype(_I64) + dom.offset
-                matched &= (f.dst != self._entry_peer[ge_all]) & self._nests[ge_all]
+                matched &= ~self._ike(f, dom)
             m = np.nonzero(matched)[0]
             if m.size == 0:
                 break
-            le = cls.lists[m]
+            le = lists[m]
             ge = le.astype(_I64) + dom.offset
-            ace = cls.entries[m].astype(_I64)
+            ace = aces[m].astype(_I64)
             self._count_hits(ge, ace)
             if depth == 0:
                 st.entry[idx[m]] = ge
             reason = self._policy_drops(dom, le, f, m)
             keep = reason == 0
             st.drop(idx[m[~keep]], reason[~keep])
-            m, ge, ace = m[keep], ge[keep], ace[keep]
+            m, ge, le, ace = m[keep], ge[keep], le[keep], ace[keep]
             src, dst = f.src[m], f.dst[m]
             per_host = self._per_host[ge]
             keys = np.stack([ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
                              np.where(per_host, dst, 0)], axis=1)
-            done_pos: list[npt.NDArray[np.int64]] = []
-            done_pk: list[PacketBatch] = []
+            layer: list[_Piece] = []
+            outer: list[tuple[npt.NDArray[np.int64], ...]] = []
             for key, pos in _groups(keys):
                 scope: Scope = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
                 gi = idx[m[pos]]
@@ -786,28 +891,53 @@ class Router:
                 if pair is None:
                     st.drop(gi, Status.NO_SA)
                     continue
-                sub = cur[m[pos]]
-                res = self._encap_pair(pair, dom, sub, src[pos], dst[pos], now)
-                ok = res.status == 0
-                st.drop(gi[~ok], res.status[~ok])
-                gi_ok = gi[ok]
-                st.verdict[gi_ok] = Verdict.PROTECT
+                status, parts = self._encap_pair(pair, dom, cur[m[pos]], src[pos], dst[pos],
+                                                 now)
+                ok = status == 0
+                st.drop(gi[~ok], status[~ok])
+                st.verdict[gi[ok]] = Verdict.PROTECT
                 if depth == 0:
-                    st.sa[gi_ok] = pair.outer_outbound.id
-                done_pos.append(m[pos][ok])
-                done_pk.append(res.packets[np.nonzero(ok)[0]])
-            if not done_pos:
+                    st.sa[gi[ok]] = pair.outer_outbound.id
+                applied[gi[ok], depth] = le[pos][ok]
+                proto = 51 if pair.outer_outbound.protocol == "ah" else 50
+                peer = int(ipaddress.IPv4Address(pair.peer))
+                for loc, pk in parts:
+                    good = np.nonzero(status[loc] == 0)[0]
+                    layer.append((gi[loc[good]], pk[good]))
+                    # our outer header: local -> peer, ESP / AH, the inner TOS copied
+                    tos = f.tos[m[pos]][loc[good]]
+                    outer.append((np.full(good.size, proto, dtype=_I64), tos,
+                                  np.full(good.size, peer, dtype=_I64)))
+            if depth + 1 == self.nesting_depth or not layer:
+                final += layer
                 break
-            # the protected packets, in one batch, for the next round of the crypto map
-            sel = np.concatenate(done_pos)
-            joined = _join(sel.size, [(np.arange(p.size) + o, b) for p, b, o in
-                                      zip(done_pos, done_pk, np.cumsum([0] + [p.size for p in
-                                          done_pos[:-1]]), strict=True)])
-            applied = [a[sel] for a in applied] + [cls.lists[sel]]
-            idx = idx[sel]
-            cur = joined
-            pieces.append((idx, cur))
-        return st.result(batch, pieces, name, self, "send")
+            # Evaluate the protected packets against the crypto map again (nesting), from
+            # their outer headers, without gathering them into one buffer first.
+            gpos = np.concatenate([g for g, _ in layer])
+            oproto, otos, odst = (np.concatenate(c) for c in zip(*outer, strict=True))
+            osrc = np.full(gpos.size, dom.local_int, dtype=_I64)
+            nl, na = dom.spd.lookup_fields(oproto, osrc, odst, otos)
+            ge_all = np.maximum(nl, 0).astype(_I64) + dom.offset
+            # nesting is to another peer (the seed's Figure 1): a packet already protected
+            # for peer P is not protected for P again, nor twice by one entry; dynamic
+            # entries (templates, never initiate) and drop-all entries add no layer
+            again = (nl >= 0) & (odst != self._entry_peer[ge_all]) & self._nests[ge_all]
+            again &= ~(applied[gpos] == nl[:, None]).any(axis=1)
+            if not again.any():
+                final += layer
+                break
+            start = 0
+            for g, pk in layer:
+                sel = ~again[start:start + g.size]
+                final.append((g[sel], pk[np.nonzero(sel)[0]]))
+                start += g.size
+            nxt = np.nonzero(again)[0]
+            cur = _join_parts(layer, nxt)
+            idx = gpos[nxt]
+            lists, aces = nl[nxt], na[nxt]
+            bad = np.zeros(nxt.size, dtype=bool)
+            f = _header(cur)
+        return st.result(batch, final, name, self, "send")
 
     def _ike(self, f: Any, dom: _Domain) -> npt.NDArray[np.bool_]:
         local = dom.local_int
@@ -861,7 +991,8 @@ class Router:
 
     def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch,
                     src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], now: float
-                    ) -> SaResult:
+                    ) -> tuple[npt.NDArray[np.uint8], list[_Piece]]:
+        """Protect ``sub`` with ``pair``: (status, [(positions in sub, packets)])."""
         n = len(sub)
         status = np.zeros(n, dtype=_U8)
         if pair.lifetime_kilobytes is not None:
@@ -873,23 +1004,23 @@ class Router:
             # the seed: transport "is applicable only to traffic whose source and
             # destination addresses are the IPsec peer addresses"
             tmask = (src == dom.local_int) & (dst == int(ipaddress.IPv4Address(pair.peer)))
-        pieces = []
+        parts: list[_Piece] = []
         ids = _mode_ids()
         for mask, mode in ((todo & ~tmask, "tunnel"), (todo & tmask, "transport")):
             sel = np.nonzero(mask)[0]
             if sel.size == 0:
                 continue
-            res = self._protect(pair, sub[sel], ids[mode])
+            res = self._protect(pair, sub if sel.size == n else sub[sel], ids[mode])
             status[sel] = res.status
-            pieces.append((sel, res.packets))
-        out = _join(n, pieces)
+            parts.append((sel, res.packets))
         ok = status == 0
         pair.encaps += int(ok.sum())
         pair.bytes_out += int(sub.lengths[ok].sum())
-        for label, c in status_counts(status[~ok]).items():
-            pair.send_errors[label] = pair.send_errors.get(label, 0) + c
+        if not ok.all():
+            for label, c in status_counts(status[~ok]).items():
+                pair.send_errors[label] = pair.send_errors.get(label, 0) + c
         self._volume(pair, "outbound", now)
-        return SaResult(out, status)
+        return status, parts
 
     @staticmethod
     def _protect(pair: SaPair, batch: PacketBatch, mode_id: int) -> SaResult:
@@ -912,29 +1043,30 @@ class Router:
         now = self._tick()
         if dom is None or len(batch) == 0:
             return st.result(batch, [], name, self, "recv")
-        pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]] = []
-        idx = np.nonzero((batch.byte_at(0, 0) >> 4) == 4)[0]
+        final: list[_Piece] = []
+        idx = np.nonzero(_version4(batch))[0]
         cur = batch[idx]
-        f = cur.ipv4_fields()
+        f = _header(cur)
         local = dom.local_int
-        sec = f.valid & np.isin(f.proto, (50, 51)) & (f.dst == local)
-        self._inbound_clear(dom, st, idx[~sec], cur[np.nonzero(~sec)[0]])
-        idx = idx[sec]
-        cur = cur[np.nonzero(sec)[0]]
-        for _depth in range(self.nesting_depth):
+        sec = f.valid & ((f.proto == 50) | (f.proto == 51)) & (f.dst == local)
+        if not sec.all():
+            clear = np.nonzero(~sec)[0]
+            self._inbound_clear(dom, st, idx[clear], cur[clear], f.take(clear))
+            keep = np.nonzero(sec)[0]
+            idx, cur, f = idx[keep], cur[keep], f.take(keep)
+        for depth in range(self.nesting_depth):
             if idx.size == 0:
                 break
-            f = cur.ipv4_fields()
             reason = np.zeros(idx.size, dtype=_U8)
-            reason[((f.flags & 1) != 0) | (f.frag_offset != 0)] = Status.FRAGMENT
+            reason[(f.mf != 0) | (f.frag_offset != 0)] = Status.FRAGMENT
             reason[(reason == 0) & (f.ihl > 20)] = Status.IP_OPTIONS
-            spi = cur.u32_at(f.ihl + np.where(f.proto == 51, 4, 0), -1)
+            spi = np.where(f.proto == 51, f.ah_spi, f.esp_spi)
             reason[(reason == 0) & (spi < 0)] = Status.TRUNCATED
-            st.drop(idx[reason != 0], reason[reason != 0])
+            if reason.any():
+                st.drop(idx[reason != 0], reason[reason != 0])
             go = np.nonzero(reason == 0)[0]
             keys = np.stack([f.proto[go], spi[go]], axis=1)
-            done_pos: list[npt.NDArray[np.int64]] = []
-            done_pk: list[PacketBatch] = []
+            layer: list[_Piece] = []
             for key, pos in _groups(keys):
                 p = go[pos]
                 gi = idx[p]
@@ -943,36 +1075,42 @@ class Router:
                     st.drop(gi, Status.UNKNOWN_SPI)
                     continue
                 pair = rec.pair
-                res = self._decap_pair(pair, dom, cur[p], now)
-                ok = res.status == 0
-                st.drop(gi[~ok], res.status[~ok])
+                status, parts = self._decap_pair(pair, dom, cur[p], now)
+                ok = status == 0
+                st.drop(gi[~ok], status[~ok])
                 st.entry[gi] = pair.entry
                 st.sa[gi] = rec.id
-                okp = np.nonzero(ok)[0]
-                st.verdict[gi[okp]] = Verdict.PROTECT
-                done_pos.append(p[okp])
-                done_pk.append(res.packets[okp])
-            if not done_pos:
+                st.verdict[gi[ok]] = Verdict.PROTECT
+                for loc, pk in parts:
+                    good = np.nonzero(status[loc] == 0)[0]
+                    layer.append((gi[loc[good]], pk[good]))
+            if depth + 1 == self.nesting_depth or not layer:
+                final += layer
                 break
-            sel = np.concatenate(done_pos)
-            offs = np.cumsum([0] + [q.size for q in done_pos[:-1]])
-            cur = _join(sel.size, [(np.arange(q.size) + o, b)
-                                   for q, b, o in zip(done_pos, done_pk, offs, strict=True)])
-            idx = idx[sel]
-            pieces.append((idx, cur))
             # peel again what is still ESP / AH for us (nested protection)
-            f = cur.ipv4_fields()
-            more = np.nonzero(f.valid & np.isin(f.proto, (50, 51)) & (f.dst == local))[0]
-            idx, cur = idx[more], cur[more]
-        return st.result(batch, pieces, name, self, "recv")
+            gpos = np.concatenate([g for g, _ in layer])
+            hdr = _concat_headers([pk for _, pk in layer], 20)
+            more = hdr.valid & ((hdr.proto == 50) | (hdr.proto == 51)) & (hdr.dst == local)
+            if not more.any():
+                final += layer
+                break
+            start = 0
+            for g, pk in layer:
+                sel = ~more[start:start + g.size]
+                final.append((g[sel], pk[np.nonzero(sel)[0]]))
+                start += g.size
+            nxt = np.nonzero(more)[0]
+            cur = _join_parts(layer, nxt)
+            idx = gpos[nxt]
+            f = _header(cur)
+        return st.result(batch, final, name, self, "recv")
 
     def _inbound_clear(self, dom: _Domain, st: _State, idx: npt.NDArray[np.int64],
-                       cur: PacketBatch) -> None:
+                       cur: PacketBatch, f: _Hdr) -> None:
         """Clear text in: dropped if an entry would protect it (mirror evaluation)."""
         if idx.size == 0:
             return
         cls = dom.spd.lookup(cur, mirror=True)
-        f = cur.ipv4_fields()
         bad = cls.status != 0
         st.drop(idx[bad], cls.status[bad])
         m = np.nonzero((cls.lists >= 0) & ~bad & ~self._ike(f, dom))[0]
@@ -986,36 +1124,38 @@ class Router:
         st.entry[idx[m]] = ge
         st.drop(idx[m], reason)
 
-    def _decap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, now: float) -> SaResult:
+    def _decap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, now: float
+                    ) -> tuple[npt.NDArray[np.uint8], list[_Piece]]:
+        """Open ``sub`` with ``pair``, then the inner-flow check: (status, pieces)."""
         n = len(sub)
         status = np.zeros(n, dtype=_U8)
         if pair.lifetime_kilobytes is not None:
             before = pair.bytes_in + np.cumsum(sub.lengths) - sub.lengths
             status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
         sel = np.nonzero(status == 0)[0]
-        res = self._unprotect(pair, sub[sel])
+        res = self._unprotect(pair, sub if sel.size == n else sub[sel])
         status[sel] = res.status
-        out = _join(n, [(sel, res.packets)])
         # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
-        okp = np.nonzero(status == 0)[0]
-        if okp.size:
-            inner = out[okp]
+        okl = np.nonzero(res.status == 0)[0]
+        if okl.size:
+            inner = res.packets[okl]
             le = pair.entry - dom.offset
             ace = self._domains[pair.domain].spd.flow_match(le, inner, mirror=True)
-            e, a, hs, hd = pair.scope
+            _, a, hs, hd = pair.scope
             if a >= 0:
                 good = ace == a
             else:
-                fi = inner.ipv4_fields()
+                fi = _header(inner)
                 good = (ace >= 0) & (fi.src == hd) & (fi.dst == hs)
-            status[okp[~good]] = Status.INNER_FLOW_MISMATCH
+            status[sel[okl[~good]]] = Status.INNER_FLOW_MISMATCH
         ok = status == 0
         pair.decaps += int(ok.sum())
         pair.bytes_in += int(sub.lengths[ok].sum())
-        for label, c in status_counts(status[~ok]).items():
-            pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
+        if not ok.all():
+            for label, c in status_counts(status[~ok]).items():
+                pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
         self._volume(pair, "inbound", now)
-        return SaResult(out, status)
+        return status, [(sel, res.packets)]
 
     @staticmethod
     def _unprotect(pair: SaPair, batch: PacketBatch) -> SaResult:
@@ -1086,13 +1226,20 @@ class _State:
         self.verdict[idx] = Verdict.DROP
         self.reason[idx] = reason
 
-    def result(self, batch: PacketBatch, pieces: list[tuple[npt.NDArray[np.int64], PacketBatch]],
-               ifname: str, router: Router, direction: Literal["send", "recv"]) -> RouterResult:
+    def result(self, batch: PacketBatch, pieces: list[_Piece], ifname: str, router: Router,
+               direction: Literal["send", "recv"]) -> RouterResult:
+        dropped = self.verdict == Verdict.DROP
         if pieces:
-            out = _join(self.n, [(np.arange(self.n, dtype=_I64), batch), *pieces])
+            parts: list[_Piece] = []
+            byp = np.nonzero(self.verdict == Verdict.BYPASS)[0]
+            if byp.size:
+                kept = batch[byp]
+                if 2 * kept.nbytes < batch.buffer.size:
+                    kept = kept.compact()  # copy only the bypassed bytes
+                parts.append((byp, kept))
+            out = _join(self.n, parts + pieces)
         else:
             out = PacketBatch(batch.buffer, batch.offsets.copy(), batch.lengths.copy())
-        dropped = self.verdict == Verdict.DROP
         if dropped.any():
             out.lengths[dropped] = 0
             out.offsets[dropped] = 0

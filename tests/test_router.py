@@ -298,3 +298,38 @@ def test_non_ipv4_bypasses_and_malformed_ipv4_drops() -> None:
     assert res.verdict.tolist() == [Verdict.BYPASS, Verdict.DROP]
     assert res.reason[1] in (Status.TRUNCATED, Status.BAD_IP_HEADER)
     assert res.packets[0] == v6
+
+
+def test_router_header_fields_match_ipv4_fields() -> None:
+    """The router's one-gather header reader agrees with ``PacketBatch.ipv4_fields``."""
+    from scapy.layers.inet import TCP, UDP, IPOption_Router_Alert
+
+    from ipsecfast.router import _header
+
+    rng = np.random.default_rng(3)
+    pkts = []
+    for i in range(300):
+        opts = [IPOption_Router_Alert()] if i % 7 == 0 else []
+        l4 = [UDP(sport=i, dport=500), TCP(sport=4500, dport=i), Raw_(i)][i % 3]
+        p = bytes(IP(src=f"10.0.{i % 256}.1", dst="192.0.2.9", tos=i % 256, options=opts,
+                     frag=(i % 11 == 0) * 5, flags=(i % 13 == 0)) / l4)
+        cut = int(rng.integers(0, len(p) + 1)) if i % 5 == 0 else len(p)
+        pkts.append(p[:cut])
+    batch = PacketBatch.from_list(pkts)
+    ref = batch.ipv4_fields()
+    got = _header(batch)
+    v = ref.valid
+    assert got.valid.tolist() == v.tolist()
+    for name in ("ihl", "tos", "proto", "src", "dst", "frag_offset"):
+        assert getattr(got, name)[v].tolist() == getattr(ref, name)[v].tolist(), name
+    ported = v & np.isin(ref.proto, (6, 17)) & (ref.frag_offset == 0) & (
+        batch.lengths >= ref.ihl + 4)
+    for name in ("sport", "dport"):
+        assert getattr(got, name)[ported].tolist() == getattr(ref, name)[ported].tolist()
+    assert got.mf[v].tolist() == (ref.flags[v] & 1).tolist()
+
+
+def Raw_(i: int) -> object:  # noqa: N802 - a scapy-style layer factory
+    from scapy.packet import Raw
+
+    return Raw(bytes([i % 256]) * (i % 9))
