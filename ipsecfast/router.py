@@ -796,6 +796,15 @@ class Router:
                              f"({', '.join(names) or 'none'})")
         if flow is None:
             flow = Flow(re_.first_permit())
+        hosts = flow.source is not None and flow.destination is not None
+        if hosts != re_.per_host:
+            raise ValueError(f"{re_.label} has "
+                             f"{'per-host' if re_.per_host else 'per-ACE'} SAs: give a flow "
+                             f"with {'source and destination hosts' if re_.per_host else 'an ACE'}")
+        acl = re_.spd.acl
+        if not hosts and (acl is None or not 0 <= flow.ace < len(acl.entries)
+                          or acl.entries[flow.ace].action != "permit"):
+            raise ValueError(f"flow ACE {flow.ace} is not a permit of {re_.label}'s access list")
         scope = flow.scope(entry)
         secs, kb = self.config.lifetime(re_.config)
         window = (self.config.ipsec.effective_replay_window if replay_window is None

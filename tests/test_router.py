@@ -333,3 +333,43 @@ def Raw_(i: int) -> object:  # noqa: N802 - a scapy-style layer factory
     from scapy.packet import Raw
 
     return Raw(bytes([i % 256]) * (i % 9))
+
+
+def _set_outer_ce(wire: bytes) -> bytes:
+    """Mark the outer header Congestion Experienced (RFC 3168), checksum fixed."""
+    h = bytearray(wire)
+    h[1] |= 3
+    h[10:12] = b"\0\0"
+    acc = sum(int.from_bytes(h[i:i + 2], "big") for i in range(0, 20, 2))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    h[10:12] = (~acc & 0xFFFF).to_bytes(2, "big")
+    return bytes(h)
+
+
+@pytest.mark.parametrize("spec", ["esp-aes esp-sha-hmac", "ah-sha-hmac"])
+def test_tunnel_traffic_of_a_transport_set_decapsulates_like_the_core(spec: str) -> None:
+    """With ``mode transport`` the router decides tunnel vs transport per packet after
+    decryption (next header 4); its tunnel path must equal the core's tunnel mode:
+    inner header checks and RFC 6040 ECN (CE over ECT -> CE, CE over Not-ECT -> drop)."""
+    outs = {}
+    for mode in ("tunnel", "transport"):
+        a, b, _ = manual_pair(spec, mode, seed="ecn")
+        ra, rb = Router(a), Router(b)
+        pkts = [udp("10.1.0.5", "10.2.0.7", 90, 1, tos=0x02),
+                udp("10.1.0.5", "10.2.0.7", 90, 2, tos=0x00),
+                udp("10.1.0.5", "10.2.0.7", 90, 3, tos=0x01)]
+        wires = ra.outbound(IF, PacketBatch.from_list(pkts)).packets.to_list()
+        if spec.startswith("esp"):  # the outer header is not covered by ESP
+            wires = [_set_outer_ce(w) for w in wires]
+        res = rb.inbound(IF, PacketBatch.from_list(wires))
+        outs[mode] = (res.verdict.tolist(), res.reason.tolist(), res.packets.to_list())
+    assert outs["tunnel"] == outs["transport"]
+    if spec.startswith("esp"):
+        verdict, reason, got = outs["transport"]
+        assert reason == [0, Status.ECN_DROP, 0]
+        for p in (got[0], got[2]):
+            assert p[1] & 3 == 3
+            fixed = IP(p)
+            del fixed.chksum
+            assert bytes(fixed) == p, "inner header checksum updated"

@@ -307,6 +307,10 @@ def test_install_sas_rejects_bad_requests() -> None:
                       {"esp": SaKeys(405, bytes(16), bytes(20))})
     with pytest.raises(ValueError, match="transform set"):
         r.install_sas(1, "192.0.2.3", {}, {}, transform_set="nope")
+    with pytest.raises(ValueError, match="per-ACE"):
+        r.install_sas(1, "192.0.2.3", {}, {}, flow=Flow(-1, 1, 2))
+    with pytest.raises(ValueError, match="not a permit"):
+        r.install_sas(1, "192.0.2.3", {}, {}, flow=Flow(3))
 
 
 # -- scope: per-host ------------------------------------------------------------------------
