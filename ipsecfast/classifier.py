@@ -160,8 +160,10 @@ def _groups(lo: npt.NDArray[np.uint32], hi: npt.NDArray[np.uint32], n_split: int
 
     Rows whose source (destination) covers more than a /``WIDE`` are copied into every
     slice of a source (destination) cut; giving them their own tree keeps the trees small
-    (EffiCuts' separable trees). ``n_split`` 1 = one tree, 2 = wide-source apart,
-    4 = the four combinations.
+    (EffiCuts' separable trees). ``n_split`` 1 = one tree, 2 = rows wide in both apart,
+    4 = the four combinations, those with fewer than 1/16 of the rows merged into one
+    tree (each tree costs a walk and a leaf scan per packet; a few hundred wide rows
+    cost little copying). Measured on ClassBench acl1 / fw1 / ipc1 (bench/classify.py).
     """
     n = lo.shape[0]
     if n_split <= 1 or n == 0:
@@ -174,6 +176,11 @@ def _groups(lo: npt.NDArray[np.uint32], hi: npt.NDArray[np.uint32], n_split: int
         g = (wide_s & wide_d).astype(np.int32)
     else:
         g = wide_s.astype(np.int32) * 2 + wide_d.astype(np.int32)
+    # groups of few rows walk one tree together
+    counts = np.bincount(g, minlength=4)
+    small = (counts > 0) & (counts * _SMALL < n)
+    if small.sum() > 1:
+        g = np.where(small[g], int(np.argmax(small)), g)
     # renumber the non-empty groups 0..k-1
     used = np.unique(g)
     remap = np.zeros(4, dtype=np.int32)
@@ -182,6 +189,7 @@ def _groups(lo: npt.NDArray[np.uint32], hi: npt.NDArray[np.uint32], n_split: int
 
 
 _WIDE = 8  # prefixes shorter than /8 are "wide"
+_SMALL = 16
 
 
 def _as_i64(values: Any, n: int | None, name: str, lo: int, hi: int, default: int) -> Any:
