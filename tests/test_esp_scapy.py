@@ -278,15 +278,16 @@ def _ours_to_scapy(spec: str, mode: str, *, seq: int = 0, esn: bool = False) -> 
     ssa = theirs(spec, keys, mode, spi, esn=esn)
     for (lo, hi), inner, wire in zip(seq_and_hi(seq + 1, len(INNERS)), INNERS, wires,
                                       strict=True):
+        size = f"inner packet of {len(inner)} bytes"
         check_outer(wire, inner, mode, proto)
         layer = IP(wire)[AH if t.has_ah else ESP]
-        assert (layer.spi, layer.seq) == (spi, lo), "SPI / sequence number"
+        assert (layer.spi, layer.seq) == (spi, lo), f"SPI / sequence number, {size}"
         if t.has_ah:
-            assert layer.nh == (4 if mode == "tunnel" else inner[9]), "AH next header"
-            assert len(layer.icv) == t.ah.icv_length  # type: ignore[union-attr]
+            assert layer.nh == (4 if mode == "tunnel" else inner[9]), f"AH next header, {size}"
+            assert len(layer.icv) == t.ah.icv_length, size  # type: ignore[union-attr]
         else:
             check_esp_trailer(ssa, wire, inner, mode, hi)
-        assert scapy_decrypt(ssa, wire, hi) == inner
+        assert scapy_decrypt(ssa, wire, hi) == inner, f"scapy's plaintext differs, {size}"
     assert tx.seq == seq + len(INNERS)
 
 
@@ -296,7 +297,8 @@ def _scapy_to_ours(spec: str, mode: str, *, seq: int = 0, esn: bool = False) -> 
     ssa = theirs(spec, keys, mode, spi, esn=esn)
     wires = [scapy_encrypt(ssa, inner, seq + 1 + i) for i, inner in enumerate(INNERS)]
     rx = ours(spec, keys, mode, spi, seq=seq, esn=esn)
-    assert run(rx, "decapsulate", wires) == INNERS
+    for inner, got in zip(INNERS, run(rx, "decapsulate", wires), strict=True):
+        assert got == inner, f"our plaintext differs, inner packet of {len(inner)} bytes"
 
 
 @pytest.mark.parametrize("mode", MODES)
