@@ -76,15 +76,11 @@ _KEYS_NOTE = ("The keys file is the one place ipsecfast writes keys out: it is c
               "with mode 0600; keep it as secret as the configuration.")
 
 
-def _interface_names(names: Any) -> list[str]:
-    return [getattr(n, "name", n) for n in names]
-
-
 def _pick_interface(config: Config, router: Router, wanted: str | None) -> str:
     """--interface (any spelling IOS accepts), else the only interface with a crypto map."""
     from .config import canonical_interface_name
 
-    candidates = _interface_names(router.crypto_interfaces())
+    candidates = router.crypto_interfaces()
     if wanted is not None:
         name = canonical_interface_name(wanted) or wanted
         if name not in config.interfaces:
@@ -92,7 +88,7 @@ def _pick_interface(config: Config, router: Router, wanted: str | None) -> str:
             raise ValueError(f"interface {wanted!r} is not in the configuration (interfaces: {known})")
         return name
     if len(candidates) == 1:
-        return str(candidates[0])
+        return candidates[0]
     if not candidates:
         raise ValueError("no interface has a crypto map applied; nothing to "
                          "encrypt or decrypt (apply one with `crypto map NAME` under an interface)")
@@ -110,11 +106,9 @@ class _SkipHeader:
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        if self._skip:
-            cut = min(self._skip, len(view))
-            self._skip -= cut
-            view = view[cut:]
-        return self._fh.write(view)
+        cut = min(self._skip, len(view))
+        self._skip -= cut
+        return cut + self._fh.write(view[cut:])
 
 
 def _chunk(cap: Capture, a: int, b: int) -> Capture:
