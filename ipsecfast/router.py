@@ -450,7 +450,7 @@ def _is_ip(text: str) -> bool:
 class Router:
     """One IOS device: interfaces, the crypto map set on each, and the SA database.
 
-    Choices where IOS / the seed leave room (also in README.md):
+    Choices where IOS / the seed leave room:
 
     * Non-IPv4 packets (version nibble not 4) bypass the crypto map; IPv4 packets the
       classifier cannot read are dropped with its status (``bad-ip-header``, ``truncated``).
@@ -537,7 +537,9 @@ class Router:
     def _add_entry(self, map_name: str, seq: int, e: CryptoMapEntry, dynamic: bool) -> None:
         cfg = self.config
         acl = cfg.access_lists.get(e.match_address) if e.match_address is not None else None
-        ts = cfg.transform_sets.get(e.transform_sets[0]) if e.transform_sets else None
+        # the first transform set that is defined (an undefined one cannot be proposed)
+        ts = next((cfg.transform_sets[n] for n in e.transform_sets if n in cfg.transform_sets),
+                  None)
         if dynamic:
             if e.match_address is None:
                 spd = SpdList(None)  # "ignored during traffic filtering"
