@@ -126,7 +126,8 @@ def esp_sa_lines(sas: Iterable[Any]) -> list[str]:
 def write_esp_sa(path: str | os.PathLike[str], sas: Iterable[Any]) -> int:
     """Write the ``esp_sa`` file (mode 0600: it holds keys); returns the number of table
     lines Wireshark will load (comments not counted). ``-`` writes to stdout."""
-    lines = esp_sa_lines(sas)
+    lines = esp_sa_lines(sas) or [
+        "# no SAs: only ipsec-manual entries have SAs before IKE negotiates any"]
     text = _HEADER.format(version=WIRESHARK_VERSION) + "".join(f"{line}\n" for line in lines)
     if os.fspath(path) == "-":
         import sys
