@@ -300,12 +300,20 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
 
 
 def verdict(row: Row) -> str:
+    """ok / MISS per target; a scapy MISS is starred when 1000 x scapy's packet rate is
+    more than openssl itself does on one core for this cipher and size (out of reach for
+    any single-threaded implementation built on it)."""
     notes = []
     want = TARGET_OPENSSL.get(row.size)
     if want is not None and row.openssl_ratio is not None:
         notes.append(f"{'ok' if row.openssl_ratio >= want else 'MISS'} >={want}x ossl")
-    if row.scapy_ratio is not None:
-        notes.append(f"{'ok' if row.scapy_ratio >= TARGET_SCAPY else 'MISS'} >=1000x scapy")
+    if row.scapy_ratio is not None and row.scapy_pps is not None:
+        if row.scapy_ratio >= TARGET_SCAPY:
+            notes.append("ok >=1000x scapy")
+        else:
+            bound = row.openssl_gbps * 1e9 / row.size if row.openssl_gbps else None
+            star = "*" if bound is not None and TARGET_SCAPY * row.scapy_pps > bound else ""
+            notes.append(f"MISS{star} >=1000x scapy")
     return ", ".join(notes)
 
 
@@ -350,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
               "1/(1/cipher + 1/hmac)); x = ours / baseline")
         print(HEADER)
     meta, rows = run(args)
+    if not args.json and any("MISS*" in r.target for r in rows):
+        print("MISS* = 1000 x scapy's packets/s is above openssl's own packets/s for that "
+              "cipher and size on one core")
     if args.json:
         json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, sys.stdout, indent=2)
         print()
