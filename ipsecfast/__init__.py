@@ -24,6 +24,7 @@ _EXPORTS = {
     "InternalError": "exceptions",
     "SecurityAssociation": "sa",
     "SaBundle": "sa",
+    "SaResult": "sa",
     "Transform": "transform",
     "AccessList": "acl",
     "Ace": "acl",
