@@ -304,9 +304,19 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
                 frag, esp_spi, ah_spi)
 
 
-def _concat_headers(batches: Sequence[PacketBatch], nbytes: int = _HDR_BYTES) -> _Hdr:
-    hs = [_header(b, nbytes) for b in batches]
-    return _Hdr(*(np.concatenate(cols) for cols in zip(*hs, strict=True)))
+def _ipsec_for(batch: PacketBatch, local: int) -> npt.NDArray[np.bool_]:
+    """Which packets are ESP / AH addressed to ``local`` (the protocol byte is read
+    first; the rest of the header only for the few that are ESP / AH)."""
+    n = len(batch)
+    if n == 0 or batch.buffer.size == 0:
+        return np.zeros(n, dtype=bool)
+    proto = batch.buffer[np.minimum(batch.offsets + 9, batch.buffer.size - 1)]
+    out = (batch.lengths >= 20) & ((proto == 50) | (proto == 51))
+    cand = np.nonzero(out)[0]
+    if cand.size:
+        h = _header(batch[cand], 20)
+        out[cand] = h.valid & (h.dst == local)
+    return out
 
 
 def _join_parts(layer: Sequence[_Piece], sel: npt.NDArray[np.int64]) -> PacketBatch:
@@ -1100,8 +1110,7 @@ class Router:
                 break
             # peel again what is still ESP / AH for us (nested protection)
             gpos = np.concatenate([g for g, _ in layer])
-            hdr = _concat_headers([pk for _, pk in layer], 20)
-            more = hdr.valid & ((hdr.proto == 50) | (hdr.proto == 51)) & (hdr.dst == local)
+            more = np.concatenate([_ipsec_for(pk, local) for _, pk in layer])
             if not more.any():
                 final += layer
                 break
