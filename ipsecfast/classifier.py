@@ -235,7 +235,7 @@ class Classifier:
         binth: int = 8,
         spfac: float = 4.0,
         split: int | None = None,
-        budget: int = 28_000_000,
+        budget: int = 16_000_000,
     ) -> None:
         t0 = time.perf_counter()
         self.acls = tuple(acls)

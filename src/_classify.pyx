@@ -231,7 +231,7 @@ cdef class Forest:
                  const uint32_t[:, ::1] masks, const int16_t[:, ::1] icmp,
                  const uint8_t[:, ::1] flags, const int32_t[:, ::1] where,
                  const int32_t[::1] group, int ngroups, int binth=8, double spfac=4.0,
-                 int64_t budget=28_000_000):
+                 int64_t budget=16_000_000):
         """Build from row arrays (row id = priority).
 
         lo, hi: (n, 5) inclusive ranges; masks: (n, 4) src_mask, src_val, dst_mask,
