@@ -157,7 +157,8 @@ class AcquireRequest:
 
 @dataclass(frozen=True)
 class RekeyRequest:
-    """A soft lifetime was reached (``reason``: "seconds" or "kilobytes")."""
+    """A soft limit was reached (``reason``: "seconds", "kilobytes", or "sequence": the
+    outbound sequence counter is at the soft fraction of its range)."""
 
     pair: int
     entry: int
@@ -828,6 +829,18 @@ class Router:
             replay_window=window)
         return pair
 
+    def close(self) -> None:
+        """Delete every SA, manual ones included, and wipe the keys (when done with the
+        router; ``with Router(cfg) as r:`` does it on exit)."""
+        for pair in list(self.sad):
+            self.sad.remove(pair)
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- clear -----------------------------------------------------------------------------
     def clear_crypto_sa(
         self,
@@ -878,7 +891,7 @@ class Router:
         cls = dom.spd.lookup(cur)
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
-        f = _header(cur)
+        f = _header(cur, 24)  # no AH SPI needed outbound
         applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
         for depth in range(self.nesting_depth):
             matched = (lists >= 0) & ~bad
@@ -957,7 +970,7 @@ class Router:
             idx = gpos[nxt]
             lists, aces = nl[nxt], na[nxt]
             bad = np.zeros(nxt.size, dtype=bool)
-            f = _header(cur)
+            f = _header(cur, 24)
         return st.result(batch, final, name, self, "send")
 
     def _ike(self, f: Any, dom: _Domain) -> npt.NDArray[np.bool_]:
@@ -1041,6 +1054,16 @@ class Router:
             for label, c in status_counts(status[~ok]).items():
                 pair.send_errors[label] = pair.send_errors.get(label, 0) + c
         self._volume(pair, "outbound", now)
+        if pair.alive and not pair.manual:
+            # DESIGN.md §SAs: sequence numbers never wrap; an exhausted SA stops sending,
+            # so it is deleted (the next packet asks for a new one); the soft limit on
+            # the counter raises a rekey request like the lifetimes do
+            seq = pair.outer_outbound.sa.seq
+            limit = 0xFFFFFFFFFFFFFFFF if pair.outer_outbound.sa.esn else 0xFFFFFFFF
+            if bool((status == Status.SEQ_EXHAUSTED).any()) or seq >= limit:
+                self._expire(pair)
+            elif not pair.soft_fired and seq >= self.soft_lifetime * limit:
+                self._soft(pair, "sequence", now)
         return status, parts
 
     @staticmethod

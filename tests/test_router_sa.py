@@ -23,6 +23,7 @@ from test_router_kit import A_ADDR, B_ADDR, manual_pair, udp  # noqa: E402
 from ipsecfast import PacketBatch, Status  # noqa: E402
 from ipsecfast.config import parse_config  # noqa: E402
 from ipsecfast.router import AcquireRequest, Flow, Router, SaKeys, Verdict  # noqa: E402
+from ipsecfast.sa import SecurityAssociation  # noqa: E402
 
 IF = "GigabitEthernet0/0"
 DROP, PROTECT, BYPASS = Verdict.DROP, Verdict.PROTECT, Verdict.BYPASS
@@ -622,3 +623,40 @@ def test_show_commands_are_live_and_never_print_keys() -> None:
     for sa in ra.sad.sas():
         assert "cipher_key" not in repr(sa) and "auth_key" not in repr(sa)
         assert sa.auth_key.hex() not in repr(sa)
+
+
+def test_exhausted_sequence_counter_deletes_the_pair() -> None:
+    """DESIGN.md §SAs: "Sequence numbers start at 1 and never wrap: an SA whose counter
+    is exhausted stops sending"; the router then deletes it and asks for a new one."""
+    ra, rb, neg = ike_pair()
+    p = udp("10.1.0.5", "10.2.0.7")
+    ra.outbound(IF, batch(p))
+    (pair,) = list(ra.sad)
+    rec = pair.outbound[0]
+    old = rec.sa
+    # the same keys, with the counter two packets from its end (a test-only swap)
+    rec.sa = SecurityAssociation("esp", rec.spi, rec.transforms, bytes(rec.cipher_key),
+                                 bytes(rec.auth_key), local=A_ADDR, peer=B_ADDR,
+                                 seq=0xFFFFFFFD)
+    old.close()
+    assert ra.rekey_requests == []
+    ra.negotiator = None
+    first = ra.outbound(IF, batch(p))
+    assert first.verdict.tolist() == [PROTECT]
+    assert [r.reason for r in ra.rekey_requests] == ["sequence"]  # past 90 % of 2^32
+    res = ra.outbound(IF, batch(p, p))
+    assert res.verdict.tolist() == [PROTECT, DROP]
+    assert res.reason.tolist() == [0, Status.SEQ_EXHAUSTED]
+    assert list(ra.sad) == []
+    assert ra.outbound(IF, batch(p)).reason.tolist() == [Status.NO_SA]
+    seqs = [int.from_bytes(w[24:28], "big") for w in first.packets.to_list() +
+            res.packets.to_list()[:1]]
+    assert seqs == [0xFFFFFFFE, 0xFFFFFFFF]
+
+
+def test_close_wipes_every_key() -> None:
+    a, _, _ = manual_pair("esp-aes esp-sha-hmac")
+    with Router(a) as r:
+        recs = r.sad.sas()
+    assert len(r.sad) == 0
+    assert all(x.sa.closed and not any(x.cipher_key) and not any(x.auth_key) for x in recs)
