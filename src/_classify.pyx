@@ -173,7 +173,24 @@ cdef inline int32_t descend(const Node* nodes, const int32_t* children, int32_t 
         c = children[nd.base + idx]
     return ~c
 
+cdef inline bint extra_matches(const Row* r, const Key* k) noexcept nogil:
+    """The leaf checks beyond the five ranges (acl.Ace.matches, in C)."""
+    if (k.f[0] & r.src_mask) != r.src_val or (k.f[1] & r.dst_mask) != r.dst_val:
+        return False    # discontiguous wildcard: the exact mask check
+    if r.icmp_type >= 0 and k.icmp_type != r.icmp_type:
+        return False
+    if r.icmp_code >= 0 and k.icmp_code != r.icmp_code:
+        return False
+    if r.established and (k.tcp_flags & 0x14) == 0:  # RST 0x04 | ACK 0x10 (RFC 793 3.1)
+        return False
+    if (k.tos & r.tos_mask) != r.tos_val:  # dscp / precedence / tos bits of the TOS byte
+        return False
+    return True
+
+
 cdef inline bint hot_matches(const Hot* h, const Row* rows, const Key* k) noexcept nogil:
+    """Whether the key falls in the row's ranges (destination first: the most selective
+    field in crypto ACLs and ClassBench alike), then its extra checks if it has any."""
     if k.f[1] < h.dst_lo or k.f[1] > h.dst_hi:
         return False
     if k.f[0] < h.src_lo or k.f[0] > h.src_hi:
@@ -186,21 +203,6 @@ cdef inline bint hot_matches(const Hot* h, const Row* rows, const Key* k) noexce
         return False
     if h.extra:
         return extra_matches(&rows[h.rid], k)
-    return True
-
-
-cdef inline bint extra_matches(const Row* r, const Key* k) noexcept nogil:
-    if True:
-        if (k.f[0] & r.src_mask) != r.src_val or (k.f[1] & r.dst_mask) != r.dst_val:
-            return False
-        if r.icmp_type >= 0 and k.icmp_type != r.icmp_type:
-            return False
-        if r.icmp_code >= 0 and k.icmp_code != r.icmp_code:
-            return False
-        if r.established and (k.tcp_flags & 0x14) == 0:  # RST 0x04 | ACK 0x10
-            return False
-        if (k.tos & r.tos_mask) != r.tos_val:
-            return False
     return True
 
 
