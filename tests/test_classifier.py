@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipsecfast import PacketBatch
+from ipsecfast import classifier as classifier_module
 from ipsecfast.acl import AccessList, Ace, AddressMatch, PacketFields, PortMatch, first_permit
 from ipsecfast.classifier import Classifier
 from ipsecfast.status import Status
@@ -228,6 +229,9 @@ def test_bad_packets_get_a_status() -> None:
         (bytes(frag_no_l4), Status.OK, 0),  # a non-initial fragment carries no L4 header
         (good + b"trailer", Status.OK, 0),  # bytes past the total length are ignored
     ]
+    core = classifier_module._classify  # its status constants are Status's
+    assert (core.OK, core.TRUNCATED, core.BAD_IP_HEADER) == (
+        Status.OK, Status.TRUNCATED, Status.BAD_IP_HEADER)
     res = clf.lookup(PacketBatch.from_list([c[0] for c in cases]))
     assert res.status.tolist() == [int(c[1]) for c in cases]
     assert res.lists.tolist() == [c[2] for c in cases]
