@@ -581,3 +581,15 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert mod.main(["--quick", "--json", "--sets", "fw1_1k", "--batch", "1024"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["rows"][0]["agree"] and doc["rows"][0]["mpps_packets"] > 0
+
+
+def test_read_only_buffer_and_views() -> None:
+    """A batch over immutable bytes, and a reordered view, classify like the original."""
+    acls = _acls()
+    clf = Classifier(acls)
+    pkts = [PacketFields(6, ip("10.0.0.1"), ip("20.0.0.1"), 1024, p) for p in (23, 80, 22)]
+    raw = [packet(p) for p in pkts]
+    ro = PacketBatch(b"".join(raw), [0, 40, 80], [40, 40, 40])
+    assert not ro.buffer.flags.writeable
+    assert clf.classify(ro).tolist() == [1, 0, 1]
+    assert clf.classify(ro[[2, 0]]).tolist() == [1, 1]
