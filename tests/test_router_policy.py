@@ -106,3 +106,68 @@ def test_router_policy_equals_first_permit(entries: list, packets: list) -> None
         else:
             assert (inb.verdict[i], inb.reason[i], inb.entry[i]) == (
                 Verdict.DROP, Status.UNPROTECTED, mi)
+
+
+def _fuzz_packets(data: st.DataObject) -> list[bytes]:
+    from scapy.layers.inet import IP
+
+    out = []
+    n = data.draw(st.integers(1, 40))
+    for _ in range(n):
+        kind = data.draw(st.sampled_from(["garbage", "esp", "ah", "clear"]))
+        body = data.draw(st.binary(min_size=0, max_size=120))
+        if kind == "garbage":
+            out.append(body)
+            continue
+        proto = {"esp": 50, "ah": 51, "clear": 17}[kind]
+        src = data.draw(st.sampled_from(["192.0.2.2", "10.2.0.7", "10.1.0.5"]))
+        dst = data.draw(st.sampled_from(["192.0.2.1", "10.1.0.5", "10.2.0.7", "224.0.0.1"]))
+        pkt = bytes(IP(src=src, dst=dst, proto=proto) / body)
+        cut = data.draw(st.integers(0, len(pkt)))
+        out.append(pkt[:cut] if data.draw(st.booleans()) else pkt)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data(), st.sampled_from(["esp-aes esp-sha-hmac", "ah-sha-hmac esp-gcm 128",
+                                   "ah-md5-hmac"]),
+       st.sampled_from(["tunnel", "transport"]))
+def test_bad_packets_never_raise(data: st.DataObject, spec: str, mode: str) -> None:
+    """DESIGN.md §Policy 11: "nothing is dropped silently and nothing raises on bad
+    packets" -- random, truncated and forged packets in both directions."""
+    from test_router_kit import manual_pair
+
+    a, _, _ = manual_pair(spec, mode, entries=[
+        ("permit ip host 192.0.2.1 host 192.0.2.2", "permit ip host 192.0.2.2 host 192.0.2.1"),
+        ("permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255",
+         "permit ip 10.2.0.0 0.0.255.255 10.1.0.0 0.0.255.255")])
+    router = Router(a)
+    pkts = _fuzz_packets(data)
+    batch = PacketBatch.from_list(pkts)
+    for res in (router.outbound("Gi0/0", batch), router.inbound("Gi0/0", batch)):
+        assert len(res) == len(pkts) == len(res.packets)
+        drop = res.verdict == Verdict.DROP
+        assert set(res.verdict.tolist()) <= {0, 1, 2}
+        assert (res.reason[drop] != 0).all() and (res.reason[~drop] == 0).all()
+        assert (res.packets.lengths[drop] == 0).all()
+        for i in map(int, (res.verdict == Verdict.BYPASS).nonzero()[0]):
+            assert res.packets[i] == pkts[i]
+    # forged ESP/AH for us with a known SPI: decapsulation fails, counted, no exception
+    spis = [s.spi for s in router.sad.sas() if s.direction == "inbound"]
+    forged = []
+    for spi in spis:
+        for proto, at in ((50, 0), (51, 4)):
+            hdr = bytearray(bytes(IP_(proto)) + bytes(8 + 64))
+            hdr[2:4] = len(hdr).to_bytes(2, "big")
+            hdr[20 + at:24 + at] = spi.to_bytes(4, "big")
+            if proto == 51:
+                hdr[21] = 4
+            forged.append(bytes(hdr))
+    res = router.inbound("Gi0/0", PacketBatch.from_list(forged))
+    assert (res.verdict == Verdict.DROP).all() and (res.reason != 0).all()
+
+
+def IP_(proto: int) -> bytes:  # noqa: N802 - scapy-style name
+    from scapy.layers.inet import IP
+
+    return bytes(IP(src="192.0.2.2", dst="192.0.2.1", proto=proto))
