@@ -238,6 +238,8 @@ class Classifier:
         budget: int = 16_000_000,
     ) -> None:
         t0 = time.perf_counter()
+        if split not in (None, 1, 2, 4):
+            raise ValueError("split must be 1, 2 or 4")
         self.acls = tuple(acls)
         for a in self.acls:
             if not isinstance(a, AccessList):

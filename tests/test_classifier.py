@@ -245,6 +245,10 @@ def test_argument_checks() -> None:
     with pytest.raises(TypeError):
         clf.classify([b"x"])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
+        Classifier([], split=3)
+    with pytest.raises(ValueError):
+        Classifier([], binth=0)
+    with pytest.raises(ValueError):
         clf.classify_fields([6, 6], [1], [2], [3, 3], [4, 4])
     with pytest.raises(ValueError):
         clf.classify_fields([256], [1], [2], [3], [4])
