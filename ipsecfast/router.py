@@ -39,6 +39,7 @@ from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
 from .packets import PacketBatch
 from .sa import SaResult, SecurityAssociation
 from .sad import SaPair, SaRecord, Scope, SecurityAssociationDatabase
+from .show import UnknownCommand
 from .show import show as config_show
 from .status import Status, status_counts
 
@@ -446,6 +447,11 @@ def _ip(a: int) -> str:
     return str(ipaddress.IPv4Address(a))
 
 
+def _peer_text(text: str) -> str:
+    """A peer as the SAD holds it: a canonical IPv4 address, or a host name as given."""
+    return str(ipaddress.IPv4Address(text)) if _is_ip(text) else text
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
@@ -734,12 +740,12 @@ class Router:
                         proto, k.spi, t,  # type: ignore[arg-type]
                         cipher_key=k.cipher_key if proto == "esp" else None,
                         auth_key=k.auth_key, mode="tunnel", local=dom.local, peer=peer,
-                        replay_window=replay_window if direction == "inbound" else 0)
+                        replay_window=replay_window)
                     made.append(sa)
                     records[direction].append(SaRecord(
                         self.sad.new_sa_id(), k.spi, proto, direction,  # type: ignore[arg-type]
                         dom.local, peer, t, ts.mode, re_.index,
-                        replay_window if direction == "inbound" else 0,
+                        replay_window,
                         bytearray(k.cipher_key if proto == "esp" else b""),
                         bytearray(k.auth_key), sa))
         except Exception:
@@ -853,7 +859,7 @@ class Router:
         (the seed). Returns the number of pairs deleted."""
         pairs = list(self.sad)
         if peer is not None:
-            p = str(ipaddress.IPv4Address(peer))
+            p = _peer_text(peer)
             pairs = [x for x in pairs if x.peer == p]
         if map is not None:
             pairs = [x for x in pairs if self.entries[x.entry].map_name == map]
@@ -1363,15 +1369,16 @@ def _render_ipsec_sa(router: Router, args: list[str]) -> str:
             i += 1
         elif w in ("peer", "map", "interface") and i + 1 < len(args):
             if w == "peer":
-                peer = str(ipaddress.IPv4Address(args[i + 1]))
+                peer = _peer_text(args[i + 1])
             elif w == "map":
                 map_name = args[i + 1]
             else:
                 ifname = router._interface(args[i + 1])
             i += 2
         else:
-            raise ValueError(f"show crypto ipsec sa: unexpected {args[i]!r} "
-                             "(peer A | map M | interface I | detail)")
+            raise UnknownCommand(f"unexpected {args[i]!r}; expected peer A | map M | "
+                                 "interface I | detail", line="show crypto ipsec sa "
+                                 + " ".join(args))
     now = float(router.clock())
     out: list[str] = []
     for name in router.crypto_interfaces():

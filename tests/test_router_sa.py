@@ -660,3 +660,16 @@ def test_close_wipes_every_key() -> None:
         recs = r.sad.sas()
     assert len(r.sad) == 0
     assert all(x.sa.closed and not any(x.cipher_key) and not any(x.auth_key) for x in recs)
+
+
+def test_show_crypto_ipsec_sa_rejects_unknown_arguments() -> None:
+    from ipsecfast.show import UnknownCommand
+
+    r = clear_router()
+    with pytest.raises(UnknownCommand, match="expected peer A"):
+        r.show("show crypto ipsec sa bogus")
+    text = r.show("show crypto ipsec sa interface Gi0/1")
+    assert "interface: GigabitEthernet0/1" in text and "GigabitEthernet0/0" not in text
+    assert "current_peer 198.51.100.9" in text
+    assert "current_peer 192.0.2.3" in r.show("crypto ipsec sa map M")
+    assert "current_peer 192.0.2.3" not in r.show("crypto ipsec sa peer 192.0.2.2")
