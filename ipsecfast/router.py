@@ -489,6 +489,15 @@ class Router:
       outbound traffic; the old pair still accepts inbound traffic until it expires.
     * ACQUIRE for a flow is not repeated within ``ACQUIRE_RETRY_SECONDS`` of the last
       one (or until its SAs are installed / cleared).
+    * ``set security-association level per-host`` has no effect on ``ipsec-manual``
+      entries (their SAs are for the one flow of the first permit).
+    * Nested protection is only to another peer: a packet already protected for peer P
+      is not protected for P again, and dynamic entries add no outer layer.
+    * Transport vs tunnel of a ``mode transport`` transform set is decided per packet
+      (transport only when the packet is between the peers' addresses); inbound, the
+      decrypted next header (4 = IP-in-IP) tells which it was.
+    * An SA pair whose sequence counter is exhausted is deleted; 90 % (``soft_lifetime``)
+      of the counter raises a rekey request like the lifetimes do.
     """
 
     def __init__(
