@@ -55,4 +55,4 @@ debug: sysdeps $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf build src/*.c ipsecfast/*.so ipsecfast/*.c
+	rm -rf build src/*.c src/*.cpp ipsecfast/*.so
