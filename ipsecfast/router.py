@@ -253,25 +253,29 @@ def _version4(batch: PacketBatch) -> npt.NDArray[np.bool_]:
 
 
 def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
-    """Fields of every packet from one gather of its first ``nbytes`` bytes (the rules of
-    ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments; SPIs -1 when
-    the packet is too short or ``nbytes`` too small)."""
+    """Fields of every packet from its first ``nbytes`` bytes, one gather per byte read
+    (the rules of ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments;
+    SPIs -1 when the packet is too short or ``nbytes`` too small)."""
     n = len(batch)
     lens = batch.lengths
     buf = batch.buffer
-    k = np.arange(nbytes, dtype=_I64)
-    if n == 0 or buf.size == 0:
-        h = np.zeros((n, nbytes), dtype=_U8)
-    else:
-        pos = batch.offsets[:, None] + k
-        np.minimum(pos, buf.size - 1, out=pos)
-        h = buf[pos]  # bytes past a packet's end are masked below
-        short = np.nonzero(lens < nbytes)[0]
-        if short.size:
-            h[short] = np.where(k < lens[short, None], h[short], 0)
+    off = batch.offsets
+    last = max(int(buf.size) - 1, 0)
+    short = np.nonzero(lens < nbytes)[0]
+    cols: dict[int, npt.NDArray[np.int64]] = {}
 
     def u8(i: int) -> npt.NDArray[np.int64]:
-        return h[:, i].astype(_I64)
+        # one 1-D gather per byte read (much cheaper than a 2-D gather of the header)
+        c = cols.get(i)
+        if c is None:
+            if n == 0 or buf.size == 0:
+                c = np.zeros(n, dtype=_I64)
+            else:
+                c = buf[np.minimum(off + i, last)].astype(_I64)
+                if short.size:  # bytes past a packet's end read as 0
+                    c[short] = np.where(lens[short] > i, c[short], 0)
+            cols[i] = c
+        return c
 
     def u16(i: int) -> npt.NDArray[np.int64]:
         return np.asarray((u8(i) << 8) | u8(i + 1))
@@ -524,6 +528,7 @@ class Router:
         self.rekey_requests: list[RekeyRequest] = []
         self.drops: dict[str, dict[str, dict[str, int]]] = {}
         self._pending: dict[tuple[int, Scope], float] = {}
+        self._nest_peer_cache: dict[int, set[int]] = {}
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
@@ -957,7 +962,10 @@ class Router:
                     tos = f.tos[m[pos]][loc[good]]
                     outer.append((np.full(good.size, proto, dtype=_I64), tos,
                                   np.full(good.size, peer, dtype=_I64)))
-            if depth + 1 == self.nesting_depth or not layer:
+            layer_peers = {int(o[2][0]) for o in outer if o[2].size}
+            if depth + 1 == self.nesting_depth or not layer or (
+                    len(layer_peers) == 1 and self._nest_peers(dom) <= layer_peers):
+                # (no entry could add a layer: every one that might is for the same peer)
                 final += layer
                 break
             # Evaluate the protected packets against the crypto map again (nesting), from
@@ -987,6 +995,15 @@ class Router:
             bad = np.zeros(nxt.size, dtype=bool)
             f = _header(cur, 24)
         return st.result(batch, final, name, self, "send")
+
+    def _nest_peers(self, dom: _Domain) -> set[int]:
+        """Peers (-1: a host name) of the entries that may add a nested layer."""
+        cached = self._nest_peer_cache.get(dom.id)
+        if cached is None:
+            start, end = self._map_slices[dom.map_name]
+            cached = {int(self._entry_peer[i]) for i in range(start, end) if self._nests[i]}
+            self._nest_peer_cache[dom.id] = cached
+        return cached
 
     def _ike(self, f: Any, dom: _Domain) -> npt.NDArray[np.bool_]:
         local = dom.local_int
