@@ -254,6 +254,8 @@ class IsakmpSa:
     # what the tests compare: each side's own g^xy and SKEYID_d
     dh_secrets: tuple[bytes, bytes] = field(default=(b"", b""), repr=False)
     responder_skeyid_d: bytes = field(default=b"", repr=False)
+    nonces: tuple[bytes, bytes] = field(default=(b"", b""), repr=False)  # Ni_b, Nr_b
+    cookies: tuple[bytes, bytes] = field(default=(b"", b""), repr=False)  # CKY-I, CKY-R
 
     @property
     def status(self) -> str:
@@ -265,7 +267,7 @@ class IsakmpSa:
     def wipe(self) -> None:
         self.alive = False
         self.skeyid_d = self.responder_skeyid_d = b""
-        self.dh_secrets = (b"", b"")
+        self.dh_secrets = self.nonces = self.cookies = (b"", b"")
 
 
 @dataclass(eq=False)
@@ -679,6 +681,7 @@ class Network:
         attempt.skeyid_d = d_i
         attempt.responder_skeyid_d = d_r
         attempt.dh_secrets = (gxy_i, gxy_r)
+        attempt.nonces, attempt.cookies = (ni, nr), (cky_i, cky_r)
         self.log.append(f"{now:.3f} ISAKMP SA {local} -> {peer} up (conn-id "
                         f"{attempt.conn_id}, policy {p.priority}/{q.priority}: "
                         f"{_policy_text(p)}, lifetime {attempt.lifetime} s)")
