@@ -325,7 +325,11 @@ def _sas(router: Router) -> list[Any]:
 @_config_errors
 def _cmd_pcap(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    router = _router(config)
+    with _router(config) as router:  # deletes the SAs and wipes their keys at the end
+        return _run_pcap_command(args, config, router)
+
+
+def _run_pcap_command(args: argparse.Namespace, config: Config, router: Router) -> int:
     ifname = _pick_interface(config, router, args.interface)
     summary = run_pcap(router, ifname, args.command, args.input, args.output,
                        chunk_packets=args.chunk_packets, progress=not args.quiet)
@@ -349,9 +353,9 @@ def _cmd_pcap(args: argparse.Namespace) -> int:
 def _cmd_keys(args: argparse.Namespace) -> int:
     from .wireshark import write_esp_sa
 
-    router = _router(_load_config(args.config))
     target = args.output or "-"
-    count = write_esp_sa(target, _sas(router))
+    with _router(_load_config(args.config)) as router:
+        count = write_esp_sa(target, _sas(router))
     if target != "-":
         print(f"wrote {count} Wireshark ESP SA entries to {target}", file=sys.stderr)
     return 0

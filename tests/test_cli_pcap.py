@@ -569,3 +569,24 @@ def test_no_partial_output_and_no_overwriting_the_input(
     assert encrypt(pair, clear, out, "--chunk-packets", "3") == 2
     assert "simulated OpenSSL failure" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_keys_are_wiped_when_the_command_ends(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipsecfast.router import Router
+
+    closed: list[Router] = []
+    real = Router.close
+
+    def close(self: Router) -> None:
+        closed.append(self)
+        real(self)
+
+    monkeypatch.setattr(Router, "close", close)
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 3), ethernet=False)
+    assert encrypt(pair, clear, tmp_path / "e.pcap", "--export-keys", str(tmp_path / "k")) == 0
+    assert run("keys", "--config", pair.a) == 0
+    assert len(closed) == 2 and all(len(r.sad) == 0 for r in closed)
+    capsys.readouterr()
