@@ -41,6 +41,7 @@ class SaCore:
     @property
     def overhead(self) -> int: ...
     def counters(self) -> tuple[int, int, int, int, list[int]]: ...
+    def max_growth(self, mode: int, encap: bool = ...) -> int: ...
     def encapsulate(
         self,
         buf: npt.NDArray[np.uint8],
@@ -54,6 +55,7 @@ class SaCore:
         mode: int,
         random_iv: bool = ...,
         next_header: int = ...,
+        placed: bool = ...,
     ) -> int: ...
     def decapsulate(
         self,
@@ -66,6 +68,7 @@ class SaCore:
         status: npt.NDArray[np.uint8],
         mode: int,
         next_headers: npt.NDArray[np.uint8] | None = ...,
+        placed: bool = ...,
     ) -> int: ...
 
 def hmac(auth: int, key: Any, data: Any, out_len: int) -> bytes: ...

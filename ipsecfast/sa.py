@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -26,7 +27,7 @@ from .packets import PacketBatch
 from .status import Status, status_counts
 from .transform import AuthAlg, CipherAlg, Transforms, parse_transforms
 
-__all__ = ["SecurityAssociation", "SaBundle", "SaResult"]
+__all__ = ["SecurityAssociation", "SaBundle", "SaResult", "MODE_IDS"]
 
 Protocol = Literal["esp", "ah"]
 Mode = Literal["tunnel", "transport"]
@@ -34,6 +35,9 @@ Mode = Literal["tunnel", "transport"]
 _PROTO_NUMBER = {"esp": 50, "ah": 51}
 _MAX_WINDOW = 1024
 _OVERHEAD = int(_esp.OVERHEAD)
+#: The core's ids of the two modes (the ``mode_id`` of the private batch calls).
+MODE_IDS: Mapping[Mode, int] = MappingProxyType(
+    {"tunnel": int(_esp.MODE_IDS["tunnel"]), "transport": int(_esp.MODE_IDS["transport"])})
 _KeyLike = bytes | bytearray | memoryview
 
 
@@ -260,11 +264,44 @@ class SecurityAssociation:
         """Verify and open every packet (tunnel: the inner packet; transport: the original)."""
         return self._decapsulate(batch, self._mode_id)[0]
 
-    def _encapsulate(self, batch: PacketBatch, mode_id: int, next_header: int) -> SaResult:
+    def _max_growth(self, mode_id: int) -> int:
+        """Most bytes ``_encapsulate`` in ``mode_id`` adds to one packet (<= OVERHEAD)."""
+        return int(self._core.max_growth(mode_id))
+
+    def _placed(self, batch: PacketBatch, out: npt.NDArray[np.uint8],
+                out_offsets: npt.NDArray[np.int64], growth: int) -> None:
+        """Programmer errors of an ``out=`` call, before any C call: packet i's slot
+        ``out[out_offsets[i] : out_offsets[i] + lengths[i] + growth]`` inside ``out``."""
+        if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 1 \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise TypeError("out must be a writable contiguous 1-D uint8 array")
+        if not isinstance(out_offsets, np.ndarray) or out_offsets.dtype != np.int64 \
+                or out_offsets.ndim != 1 or not out_offsets.flags.c_contiguous:
+            raise TypeError("out_offsets must be a contiguous 1-D int64 array")
         n = len(batch)
-        cap = _total(batch.lengths) + n * _OVERHEAD
-        out = np.empty(cap, dtype=np.uint8)
-        off = np.empty(n, dtype=np.int64)
+        if out_offsets.size != n:
+            raise ValueError(f"out_offsets has {out_offsets.size} entries for {n} packets")
+        if n and (int(out_offsets.min()) < 0
+                  or int((out_offsets + batch.lengths).max()) + growth > out.size):
+            raise ValueError(f"out buffer of {out.size} bytes is too small: every packet "
+                             f"needs its length + {growth} bytes at its offset")
+
+    def _encapsulate(self, batch: PacketBatch, mode_id: int, next_header: int, *,
+                     out: npt.NDArray[np.uint8] | None = None,
+                     out_offsets: npt.NDArray[np.int64] | None = None) -> SaResult:
+        """Encapsulate ``batch``. With ``out`` and ``out_offsets``, packet i is written
+        at ``out[out_offsets[i]:]`` (slots of its length + ``_max_growth(mode_id)`` bytes
+        that the caller keeps apart) and the result's packets are views of ``out``."""
+        n = len(batch)
+        placed = out is not None or out_offsets is not None
+        if placed:
+            if out is None or out_offsets is None:
+                raise TypeError("out and out_offsets go together")
+            self._placed(batch, out, out_offsets, self._max_growth(mode_id))
+            off = out_offsets
+        else:
+            out = np.empty(_total(batch.lengths) + n * _OVERHEAD, dtype=np.uint8)
+            off = np.empty(n, dtype=np.int64)
         lens = np.empty(n, dtype=np.int64)
         status = np.empty(n, dtype=np.uint8)
         random_iv = self._fixed_iv is None
@@ -278,23 +315,34 @@ class SecurityAssociation:
             ivs = np.empty(0, dtype=np.uint8)
         with self._lock:
             used = self._core.encapsulate(batch.buffer, batch.offsets, batch.lengths, out, off,
-                                          lens, status, ivs, mode_id, random_iv, next_header)
-        return SaResult(_trusted_batch(out[:used], off, lens), status)
+                                          lens, status, ivs, mode_id, random_iv, next_header,
+                                          placed)
+        return SaResult(_trusted_batch(out if placed else out[:used], off, lens), status)
 
     def _decapsulate(
-        self, batch: PacketBatch, mode_id: int
+        self, batch: PacketBatch, mode_id: int, *,
+        out: npt.NDArray[np.uint8] | None = None,
+        out_offsets: npt.NDArray[np.int64] | None = None,
     ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+        """Decapsulate ``batch``; (result, next header per packet). ``out`` /
+        ``out_offsets`` as for ``_encapsulate``, with slots of the packet's length."""
         n = len(batch)
-        cap = _total(batch.lengths)
-        out = np.empty(cap, dtype=np.uint8)
-        off = np.empty(n, dtype=np.int64)
+        placed = out is not None or out_offsets is not None
+        if placed:
+            if out is None or out_offsets is None:
+                raise TypeError("out and out_offsets go together")
+            self._placed(batch, out, out_offsets, 0)
+            off = out_offsets
+        else:
+            out = np.empty(_total(batch.lengths), dtype=np.uint8)
+            off = np.empty(n, dtype=np.int64)
         lens = np.empty(n, dtype=np.int64)
         status = np.empty(n, dtype=np.uint8)
         nhs = np.zeros(n, dtype=np.uint8)
         with self._lock:
             used = self._core.decapsulate(batch.buffer, batch.offsets, batch.lengths, out, off,
-                                          lens, status, mode_id, nhs)
-        return SaResult(_trusted_batch(out[:used], off, lens), status), nhs
+                                          lens, status, mode_id, nhs, placed)
+        return SaResult(_trusted_batch(out if placed else out[:used], off, lens), status), nhs
 
     # ESP-only entry points (SPI .. ICV, no IP header) for known-answer vectors.
     def _esp_payload_encapsulate(self, batch: PacketBatch, next_header: int) -> SaResult:
@@ -324,10 +372,10 @@ class SaBundle:
 
     def encapsulate(self, batch: PacketBatch) -> SaResult:
         first = self.esp.encapsulate(batch)
-        return _chain(first, lambda b: self.ah._encapsulate(b, _esp.MODE_IDS["transport"], 4))
+        return _chain(first, lambda b: self.ah._encapsulate(b, MODE_IDS["transport"], 4))
 
     def decapsulate(self, batch: PacketBatch) -> SaResult:
-        first = self.ah._decapsulate(batch, _esp.MODE_IDS["transport"])[0]
+        first = self.ah._decapsulate(batch, MODE_IDS["transport"])[0]
         return _chain(first, self.esp.decapsulate)
 
     @property

@@ -90,6 +90,14 @@ cdef enum:
 OVERHEAD = MAX_OVERHEAD
 
 
+# An HMAC key state (RFC 2104 §2): a plain struct, so a per-packet copy allocates nothing.
+ctypedef union HashState:
+    ssl.MD5_CTX md5
+    ssl.SHA_CTX sha1
+    ssl.SHA256_CTX sha256
+    ssl.SHA512_CTX sha512        # SHA-384 too
+
+
 # One SA's state: plain C so that nogil helpers take a pointer to it.
 ctypedef struct Sa:
     int proto                    # 50 ESP / 51 AH
@@ -113,9 +121,14 @@ ctypedef struct Sa:
     uint8_t salt[4]
     ssl.EVP_CIPHER_CTX *enc      # keyed once, encrypt direction
     ssl.EVP_CIPHER_CTX *dec      # keyed once, decrypt direction
-    ssl.EVP_MD_CTX *ictx         # HMAC: hash state after key ^ ipad
-    ssl.EVP_MD_CTX *octx         # HMAC: hash state after key ^ opad
-    ssl.EVP_MD_CTX *work         # scratch copy for one packet
+    HashState hmac_in            # HMAC: hash state after key ^ ipad
+    HashState hmac_out           # HMAC: hash state after key ^ opad
+    HashState hmac_work          # scratch copy for one packet
+    int hmac_keyed               # the three states hold key material (counted, wiped)
+    int enc_chained              # CBC: enc_chain is s.enc's running chaining value
+    int dec_chained              # CBC: dec_chain is s.dec's running chaining value
+    uint8_t enc_chain[16]        # CBC: last ciphertext block s.enc produced
+    uint8_t dec_chain[16]        # CBC: last ciphertext block s.dec consumed
     uint64_t counts[32]          # packets per status code (index 0 unused)
     uint64_t enc_packets
     uint64_t enc_bytes
@@ -290,24 +303,79 @@ cdef void replay_update(Sa *s, uint64_t seq) noexcept nogil:
 
 
 # --- HMAC from precomputed inner / outer states (RFC 2104) -------------------------------
+cdef inline int hash_block_size(int auth) noexcept nogil:
+    return 128 if auth == A_HMAC_SHA384_192 or auth == A_HMAC_SHA512_256 else 64
+
+cdef inline int hash_init(int auth, HashState *h) noexcept nogil:
+    if auth == A_HMAC_SHA1_96:
+        return ssl.SHA1_Init(&h.sha1)
+    if auth == A_HMAC_SHA256_128:
+        return ssl.SHA256_Init(&h.sha256)
+    if auth == A_HMAC_SHA384_192:
+        return ssl.SHA384_Init(&h.sha512)
+    if auth == A_HMAC_SHA512_256:
+        return ssl.SHA512_Init(&h.sha512)
+    if auth == A_HMAC_MD5_96:
+        return ssl.MD5_Init(&h.md5)
+    return 0
+
+cdef inline int hash_update(int auth, HashState *h, const void *p, size_t n) noexcept nogil:
+    if auth == A_HMAC_SHA1_96:
+        return ssl.SHA1_Update(&h.sha1, p, n)
+    if auth == A_HMAC_SHA256_128:
+        return ssl.SHA256_Update(&h.sha256, p, n)
+    if auth == A_HMAC_SHA384_192:
+        return ssl.SHA384_Update(&h.sha512, p, n)
+    if auth == A_HMAC_SHA512_256:
+        return ssl.SHA512_Update(&h.sha512, p, n)
+    if auth == A_HMAC_MD5_96:
+        return ssl.MD5_Update(&h.md5, p, n)
+    return 0
+
+cdef inline int hash_final(int auth, HashState *h, uint8_t *md) noexcept nogil:
+    """Digest into md (64 bytes of room); returns its length, 0 on failure."""
+    if auth == A_HMAC_SHA1_96:
+        return 20 if ssl.SHA1_Final(md, &h.sha1) == 1 else 0
+    if auth == A_HMAC_SHA256_128:
+        return 32 if ssl.SHA256_Final(md, &h.sha256) == 1 else 0
+    if auth == A_HMAC_SHA384_192:
+        return 48 if ssl.SHA384_Final(md, &h.sha512) == 1 else 0
+    if auth == A_HMAC_SHA512_256:
+        return 64 if ssl.SHA512_Final(md, &h.sha512) == 1 else 0
+    if auth == A_HMAC_MD5_96:
+        return 16 if ssl.MD5_Final(md, &h.md5) == 1 else 0
+    return 0
+
+cdef inline void hash_copy(int auth, HashState *dst, const HashState *src) noexcept nogil:
+    # a fixed-size struct copy per algorithm (SHA-512's state is twice SHA-1's)
+    if auth == A_HMAC_SHA1_96:
+        dst.sha1 = src.sha1
+    elif auth == A_HMAC_SHA256_128:
+        dst.sha256 = src.sha256
+    elif auth == A_HMAC_MD5_96:
+        dst.md5 = src.md5
+    else:
+        dst.sha512 = src.sha512
+
 cdef inline int hmac_begin(Sa *s) noexcept nogil:
-    return ssl.EVP_MD_CTX_copy_ex(s.work, s.ictx)
+    hash_copy(s.auth, &s.hmac_work, &s.hmac_in)
+    return 1
 
 cdef inline int hmac_update(Sa *s, const void *p, size_t n) noexcept nogil:
     if n == 0:
         return 1
-    return ssl.EVP_DigestUpdate(s.work, p, n)
+    return hash_update(s.auth, &s.hmac_work, p, n)
 
 cdef int hmac_finish(Sa *s, uint8_t *mac) noexcept nogil:
+    """mac = H(K ^ opad || H(K ^ ipad || message)) (RFC 2104 §2); 1 on success."""
     cdef uint8_t inner[64]
-    cdef unsigned int n = 0
-    if ssl.EVP_DigestFinal_ex(s.work, inner, &n) != 1:
+    cdef int n = hash_final(s.auth, &s.hmac_work, inner)
+    if n == 0:
         return 0
-    if ssl.EVP_MD_CTX_copy_ex(s.work, s.octx) != 1:
+    hash_copy(s.auth, &s.hmac_work, &s.hmac_out)
+    if hash_update(s.auth, &s.hmac_work, inner, n) != 1:
         return 0
-    if ssl.EVP_DigestUpdate(s.work, inner, n) != 1:
-        return 0
-    return ssl.EVP_DigestFinal_ex(s.work, mac, &n)
+    return 1 if hash_final(s.auth, &s.hmac_work, mac) != 0 else 0
 
 
 # --- ESP cipher operations ---------------------------------------------------------------
@@ -831,6 +899,16 @@ cdef int ah_decap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, int
     return ST_OK
 
 
+cdef int64_t _growth(Sa *s, int mode) noexcept nogil:
+    """Most bytes encapsulation adds to one packet: ESP header + IV + padding (at most
+    ``align - 1``) + trailer 2 + ICV (RFC 4303 §2), AH header + padded ICV (RFC 4302 §2),
+    plus the outer IPv4 header in tunnel mode. Always <= MAX_OVERHEAD."""
+    cdef int64_t outer = 20 if mode == MODE_TUNNEL else 0
+    if s.proto == PROTO_AH:
+        return outer + ah_length(s)
+    return outer + 8 + s.iv_len + s.align - 1 + 2 + s.icv_len
+
+
 # --- Python-facing class ----------------------------------------------------------------
 cdef str _drain_errors():
     cdef unsigned long e
@@ -863,18 +941,16 @@ cdef void _cctx_free(ssl.EVP_CIPHER_CTX *c) noexcept:
         ssl.EVP_CIPHER_CTX_free(c)      # cleanses the key schedule
         _live_contexts -= 1
 
-cdef ssl.EVP_MD_CTX *_mctx_new() noexcept:
+cdef void _hmac_wipe(Sa *s) noexcept:
+    """Cleanse the HMAC key states (plain structs: nobody else will). They count as three
+    keyed contexts while they hold a key, like the EVP_MD_CTXs they replace."""
     global _live_contexts
-    cdef ssl.EVP_MD_CTX *m = ssl.EVP_MD_CTX_new()
-    if m != NULL:
-        _live_contexts += 1
-    return m
-
-cdef void _mctx_free(ssl.EVP_MD_CTX *m) noexcept:
-    global _live_contexts
-    if m != NULL:
-        ssl.EVP_MD_CTX_free(m)          # cleanses the HMAC key states
-        _live_contexts -= 1
+    ssl.OPENSSL_cleanse(&s.hmac_in, sizeof(HashState))
+    ssl.OPENSSL_cleanse(&s.hmac_out, sizeof(HashState))
+    ssl.OPENSSL_cleanse(&s.hmac_work, sizeof(HashState))
+    if s.hmac_keyed:
+        s.hmac_keyed = 0
+        _live_contexts -= 3
 
 
 def live_contexts():
@@ -934,48 +1010,40 @@ _MD_NAMES = {A_HMAC_MD5_96: (b"MD5", 12, 16), A_HMAC_SHA1_96: (b"SHA1", 12, 20),
 
 
 cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
-    """Precompute H(K ^ ipad) and H(K ^ opad) states (RFC 2104 §2)."""
-    cdef ssl.EVP_MD *md = NULL
+    """Precompute H(K ^ ipad) and H(K ^ opad) states (RFC 2104 §2); a key longer than
+    the hash block is hashed first (RFC 2104 §3)."""
+    global _live_contexts
     cdef uint8_t k[128]
     cdef uint8_t pad[128]
-    cdef unsigned int n = 0
     cdef int bs, i, ok = 1, klen = key.shape[0]
     if auth not in _MD_NAMES:
         raise ValueError(f"unknown integrity id {auth}")
-    ssl.ERR_clear_error()
-    md = ssl.EVP_MD_fetch(NULL, _MD_NAMES[auth][0], NULL)
-    if md == NULL:
-        raise UnsupportedTransform(f"OpenSSL has no {_MD_NAMES[auth][0].decode()}")
-    try:
-        bs = ssl.EVP_MD_get_block_size(md)
-        s.ictx = _mctx_new()
-        s.octx = _mctx_new()
-        s.work = _mctx_new()
-        if s.ictx == NULL or s.octx == NULL or s.work == NULL:
-            raise MemoryError()
-        memset(k, 0, sizeof(k))
-        if klen > bs:
-            ok = ssl.EVP_DigestInit_ex(s.work, md, NULL)
-            if klen:
-                ok = ok and ssl.EVP_DigestUpdate(s.work, &key[0], klen)
-            ok = ok and ssl.EVP_DigestFinal_ex(s.work, k, &n)
-        elif klen:
-            memcpy(k, &key[0], klen)
-        for i in range(bs):
-            pad[i] = k[i] ^ 0x36
-        ok = ok and ssl.EVP_DigestInit_ex(s.ictx, md, NULL)
-        ok = ok and ssl.EVP_DigestUpdate(s.ictx, pad, bs)
-        for i in range(bs):
-            pad[i] = k[i] ^ 0x5C
-        ok = ok and ssl.EVP_DigestInit_ex(s.octx, md, NULL)
-        ok = ok and ssl.EVP_DigestUpdate(s.octx, pad, bs)
-        ok = ok and ssl.EVP_DigestInit_ex(s.work, md, NULL)
-        ssl.OPENSSL_cleanse(k, sizeof(k))
-        ssl.OPENSSL_cleanse(pad, sizeof(pad))
-        if not ok:
-            raise InternalError(f"HMAC setup failed: {_drain_errors()}")
-    finally:
-        ssl.EVP_MD_free(md)
+    s.auth = auth
+    bs = hash_block_size(auth)
+    _hmac_wipe(s)
+    s.hmac_keyed = 1                    # wiped by _hmac_wipe from here on, whatever happens
+    _live_contexts += 3
+    memset(k, 0, sizeof(k))
+    if klen > bs:
+        ok = hash_init(auth, &s.hmac_work) == 1
+        ok = ok and hash_update(auth, &s.hmac_work, &key[0], klen) == 1
+        ok = ok and hash_final(auth, &s.hmac_work, k) != 0
+    elif klen:
+        memcpy(k, &key[0], klen)
+    for i in range(bs):
+        pad[i] = k[i] ^ 0x36
+    ok = ok and hash_init(auth, &s.hmac_in) == 1
+    ok = ok and hash_update(auth, &s.hmac_in, pad, bs) == 1
+    for i in range(bs):
+        pad[i] = k[i] ^ 0x5C
+    ok = ok and hash_init(auth, &s.hmac_out) == 1
+    ok = ok and hash_update(auth, &s.hmac_out, pad, bs) == 1
+    ssl.OPENSSL_cleanse(&s.hmac_work, sizeof(HashState))
+    ssl.OPENSSL_cleanse(k, sizeof(k))
+    ssl.OPENSSL_cleanse(pad, sizeof(pad))
+    if not ok:
+        _hmac_wipe(s)
+        raise InternalError("HMAC setup failed")
     return 0
 
 
@@ -1163,30 +1231,44 @@ cdef class SaCore:
                 [self.s.counts[i] for i in range(ST_NCODES)])
 
     # -- batches -------------------------------------------------------------------------
+    def max_growth(self, int mode, bint encap=True):
+        """Bytes one packet can grow by in ``mode`` (encapsulation; 0 for decapsulation):
+        the room a caller leaves after each packet's slot in a ``placed`` call."""
+        if mode not in (MODE_TUNNEL, MODE_TRANSPORT, MODE_RAW):
+            raise ValueError("bad mode")
+        return _growth(&self.s, mode) if encap else 0
+
     def encapsulate(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                     const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
                     int64_t[::1] out_lengths, uint8_t[::1] status, uint8_t[::1] ivs,
-                    int mode, bint random_iv=True, int next_header=PROTO_IPIP):
+                    int mode, bint random_iv=True, int next_header=PROTO_IPIP,
+                    bint placed=False):
         """Protect every packet; returns the bytes of ``out`` used. ``ivs`` holds one CBC IV
-        per packet: filled here with one RAND_bytes call unless ``random_iv`` is false."""
+        per packet: filled here with one RAND_bytes call unless ``random_iv`` is false.
+
+        ``placed``: ``out_offsets`` is an input, packet i goes to ``out[out_offsets[i]:]``
+        into a slot of ``lengths[i] + max_growth(mode)`` bytes that must lie inside ``out``
+        (checked before the loop; slots must not overlap each other or the input)."""
         return self._run(buf, offsets, lengths, out, out_offsets, out_lengths, status, ivs,
-                         None, mode, True, random_iv, next_header)
+                         None, mode, True, random_iv, next_header, placed)
 
     def decapsulate(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                     const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
                     int64_t[::1] out_lengths, uint8_t[::1] status, int mode,
-                    uint8_t[::1] next_headers=None):
-        """Verify and open every packet; returns the bytes of ``out`` used."""
+                    uint8_t[::1] next_headers=None, bint placed=False):
+        """Verify and open every packet; returns the bytes of ``out`` used. ``placed`` as
+        for ``encapsulate``, with slots of ``lengths[i]`` bytes (a packet never grows)."""
         return self._run(buf, offsets, lengths, out, out_offsets, out_lengths, status, None,
-                         next_headers, mode, False, False, 0)
+                         next_headers, mode, False, False, 0, placed)
 
     cdef int64_t _run(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                       const int64_t[::1] lengths, uint8_t[::1] out, int64_t[::1] out_offsets,
                       int64_t[::1] out_lengths, uint8_t[::1] status, uint8_t[::1] ivs,
                       uint8_t[::1] nhs, int mode, bint encap, bint random_iv,
-                      int next_header) except -1:
+                      int next_header, bint placed) except -1:
         cdef Py_ssize_t n = offsets.shape[0], i
         cdef int64_t bufsize = buf.shape[0], outsize = out.shape[0], pos = 0, o, l, ol
+        cdef int64_t at, cap, growth = 0
         cdef const uint8_t *bp = &buf[0] if bufsize > 0 else NULL
         cdef uint8_t *op = &out[0] if outsize > 0 else NULL
         cdef uint8_t *ivp = NULL
@@ -1213,6 +1295,15 @@ cdef class SaCore:
                 ivp = &ivs[0]
         if nhs is not None and nhs.shape[0] >= n and n:
             nhp = &nhs[0]
+        if encap:
+            growth = _growth(s, mode)
+        if placed:
+            # every slot inside ``out`` before any write (the caller checked it already;
+            # this keeps the core memory-safe on its own)
+            for i in range(n):
+                if (out_offsets[i] < 0 or lengths[i] < 0 or out_offsets[i] > outsize
+                        or lengths[i] > outsize - out_offsets[i] - growth):
+                    raise ValueError("out buffer too small for the packets' slots")
         with nogil:
             if ivp != NULL and random_iv:
                 # RFC 4303 §3.3.2 / RFC 3602 §2.1: unpredictable CBC IVs, one call per batch
@@ -1221,26 +1312,33 @@ cdef class SaCore:
                 o = offsets[i]
                 l = lengths[i]
                 ol = 0
+                if placed:
+                    at = out_offsets[i]
+                    cap = l + growth
+                else:
+                    at = pos
+                    cap = outsize - pos
                 if o < 0 or l < 0 or o + l > bufsize:
                     r = ST_TRUNCATED
                 elif encap:
                     if rand_ok != 1:
                         r = ST_INTERNAL
                     elif s.proto == PROTO_ESP:
-                        r = esp_encap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                        r = esp_encap_one(s, bp + o, l, op + at, cap, &ol, mode,
                                           next_header,
                                           ivp + i * s.iv_len if ivp != NULL else NULL)
                     else:
-                        r = ah_encap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode)
+                        r = ah_encap_one(s, bp + o, l, op + at, cap, &ol, mode)
                 else:
                     if s.proto == PROTO_ESP:
-                        r = esp_decap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                        r = esp_decap_one(s, bp + o, l, op + at, cap, &ol, mode,
                                           nhp + i if nhp != NULL else NULL)
                     else:
-                        r = ah_decap_one(s, bp + o, l, op + pos, outsize - pos, &ol, mode,
+                        r = ah_decap_one(s, bp + o, l, op + at, cap, &ol, mode,
                                          nhp + i if nhp != NULL else NULL)
                 status[i] = r
-                out_offsets[i] = pos
+                if not placed:
+                    out_offsets[i] = pos
                 if r == ST_OK:
                     out_lengths[i] = ol
                     pos += ol
@@ -1256,7 +1354,10 @@ cdef class SaCore:
                     if r == ST_INTERNAL:
                         internal = 1
                     # no partial plaintext or ciphertext is left in the output
-                    if outsize - pos > 0:
+                    if placed:
+                        if cap > 0:
+                            memset(op + at, 0, cap)
+                    elif outsize - pos > 0:
                         memset(op + pos, 0, min(outsize - pos, l + MAX_OVERHEAD))
             if internal or rand_ok != 1:
                 ssl.ERR_clear_error()
