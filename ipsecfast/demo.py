@@ -308,7 +308,7 @@ def _same(a: PacketBatch, b: PacketBatch) -> bool:
     slices of the two buffers compared in place)."""
     if not np.array_equal(a.lengths, b.lengths):
         return False
-    ma, mb = memoryview(a.buffer), memoryview(b.buffer)
+    ma, mb = memoryview(a.buffer.data), memoryview(b.buffer.data)
     return all(ma[x:x + n] == mb[y:y + n] for x, y, n in zip(
         a.offsets.tolist(), b.offsets.tolist(), a.lengths.tolist(), strict=True))
 
@@ -415,9 +415,9 @@ def run_demo(quiet: bool = False, packets: int = 200_000, repeat: int = 3,
         f"and the Wireshark key file {keys}:")
     say(f"  wireshark -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:"
         f"TRUE {paths[1]}  (with {keys} copied to your profile as esp_sa)")
-    verdict = ("every protected packet arrived intact" if not failed
+    outcome = ("every protected packet arrived intact" if not failed
                else f"{failed} check(s) FAILED")
-    print(f"ipsecfast demo: {len(net.negotiations)} negotiation(s), {verdict}")
+    print(f"ipsecfast demo: {len(net.negotiations)} negotiation(s), {outcome}")
     a.close()
     b.close()
     return 0 if not failed else 1
