@@ -1170,26 +1170,31 @@ cdef class SaCore:
     cdef void _free(self) noexcept:
         _cctx_free(self.s.enc)
         _cctx_free(self.s.dec)
-        _mctx_free(self.s.ictx)
-        _mctx_free(self.s.octx)
-        _mctx_free(self.s.work)
+        _hmac_wipe(&self.s)
         self.s.enc = self.s.dec = NULL
-        self.s.ictx = self.s.octx = self.s.work = NULL
         ssl.OPENSSL_cleanse(self.s.salt, sizeof(self.s.salt))
+        self.s.enc_chained = self.s.dec_chained = 0
 
     def close(self):
-        """Free the keyed contexts (OpenSSL cleanses them) and wipe the salt."""
+        """Free the keyed contexts (OpenSSL cleanses them), wipe the HMAC states and salt."""
         self._free()
         self.closed = True
 
     def key_material_wiped(self):
-        """True when no keyed context is held and the salt is zero (for tests)."""
-        cdef int i
+        """True when no keyed context is held and the salt and HMAC states are zero
+        (for tests)."""
+        cdef const uint8_t *h
+        cdef size_t i
         for i in range(4):
             if self.s.salt[i]:
                 return False
-        return (self.s.enc == NULL and self.s.dec == NULL and self.s.ictx == NULL
-                and self.s.octx == NULL and self.s.work == NULL)
+        for state in range(3):
+            h = <const uint8_t *>(&self.s.hmac_in if state == 0 else
+                                  &self.s.hmac_out if state == 1 else &self.s.hmac_work)
+            for i in range(sizeof(HashState)):
+                if h[i]:
+                    return False
+        return self.s.enc == NULL and self.s.dec == NULL and not self.s.hmac_keyed
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -1387,6 +1392,4 @@ def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len)
             raise InternalError(f"HMAC failed: {_drain_errors()}")
         return bytes(mac[:out_len])
     finally:
-        _mctx_free(s.ictx)
-        _mctx_free(s.octx)
-        _mctx_free(s.work)
+        _hmac_wipe(&s)

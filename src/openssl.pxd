@@ -6,8 +6,6 @@ cdef extern from "openssl/types.h" nogil:
     ctypedef struct ENGINE
     ctypedef struct EVP_CIPHER
     ctypedef struct EVP_CIPHER_CTX
-    ctypedef struct EVP_MD
-    ctypedef struct EVP_MD_CTX
     ctypedef struct OSSL_PROVIDER
 
 cdef extern from "openssl/evp.h" nogil:
@@ -29,16 +27,54 @@ cdef extern from "openssl/evp.h" nogil:
     int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX *ctx, int pad)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
-    # digests: HMAC inner / outer states precomputed once per key, copied per packet
-    EVP_MD *EVP_MD_fetch(OSSL_LIB_CTX *ctx, const char *algorithm, const char *properties)
-    void EVP_MD_free(EVP_MD *md)
-    int EVP_MD_get_block_size(const EVP_MD *md)
-    EVP_MD_CTX *EVP_MD_CTX_new()
-    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
-    int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
-    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
-    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
-    int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *inp)
+# HMAC per packet: the low-level digests, whose state is a plain struct that a per-packet
+# copy of the precomputed inner / outer states duplicates without an allocation
+# (EVP_MD_CTX_copy_ex frees and mallocs the provider state every time in OpenSSL 3.0).
+# Deprecated in 3.0 but exported and SHA-NI / AVX2 accelerated like EVP. Called through
+# one-line wrappers so that only these calls are exempt from the deprecation warning
+# (no global -Wno-deprecated-declarations); Cython names map to the wrappers.
+cdef extern from *:
+    """
+    #include <openssl/md5.h>
+    #include <openssl/sha.h>
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    #define IPF_LOWLEVEL_DIGEST(P, T) \
+        static inline int ipf_##P##_Init(T *c) { return P##_Init(c); } \
+        static inline int ipf_##P##_Update(T *c, const void *d, size_t n) \
+            { return P##_Update(c, d, n); } \
+        static inline int ipf_##P##_Final(unsigned char *md, T *c) { return P##_Final(md, c); }
+    IPF_LOWLEVEL_DIGEST(MD5, MD5_CTX)
+    IPF_LOWLEVEL_DIGEST(SHA1, SHA_CTX)
+    IPF_LOWLEVEL_DIGEST(SHA256, SHA256_CTX)
+    IPF_LOWLEVEL_DIGEST(SHA384, SHA512_CTX)
+    IPF_LOWLEVEL_DIGEST(SHA512, SHA512_CTX)
+    #undef IPF_LOWLEVEL_DIGEST
+    #pragma GCC diagnostic pop
+    """
+    ctypedef struct MD5_CTX:
+        pass
+    ctypedef struct SHA_CTX:
+        pass
+    ctypedef struct SHA256_CTX:
+        pass
+    ctypedef struct SHA512_CTX:          # SHA-384 too
+        pass
+    int MD5_Init "ipf_MD5_Init"(MD5_CTX *c) nogil
+    int MD5_Update "ipf_MD5_Update"(MD5_CTX *c, const void *d, size_t n) nogil
+    int MD5_Final "ipf_MD5_Final"(unsigned char *md, MD5_CTX *c) nogil
+    int SHA1_Init "ipf_SHA1_Init"(SHA_CTX *c) nogil
+    int SHA1_Update "ipf_SHA1_Update"(SHA_CTX *c, const void *d, size_t n) nogil
+    int SHA1_Final "ipf_SHA1_Final"(unsigned char *md, SHA_CTX *c) nogil
+    int SHA256_Init "ipf_SHA256_Init"(SHA256_CTX *c) nogil
+    int SHA256_Update "ipf_SHA256_Update"(SHA256_CTX *c, const void *d, size_t n) nogil
+    int SHA256_Final "ipf_SHA256_Final"(unsigned char *md, SHA256_CTX *c) nogil
+    int SHA384_Init "ipf_SHA384_Init"(SHA512_CTX *c) nogil
+    int SHA384_Update "ipf_SHA384_Update"(SHA512_CTX *c, const void *d, size_t n) nogil
+    int SHA384_Final "ipf_SHA384_Final"(unsigned char *md, SHA512_CTX *c) nogil
+    int SHA512_Init "ipf_SHA512_Init"(SHA512_CTX *c) nogil
+    int SHA512_Update "ipf_SHA512_Update"(SHA512_CTX *c, const void *d, size_t n) nogil
+    int SHA512_Final "ipf_SHA512_Final"(unsigned char *md, SHA512_CTX *c) nogil
 
 cdef extern from "openssl/provider.h" nogil:
     OSSL_PROVIDER *OSSL_PROVIDER_load(OSSL_LIB_CTX *ctx, const char *name)

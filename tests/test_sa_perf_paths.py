@@ -1,0 +1,124 @@
+"""The core's per-packet fast paths against independent oracles.
+
+* HMAC from precomputed inner / outer states kept as plain low-level digest structs
+  (copied per packet): Python's ``hmac`` module for every algorithm, key lengths around
+  the block size (RFC 2104 §3: longer keys are hashed first) and message lengths around
+  block boundaries; ICVs of many packets over several batches (the states are reused).
+* CBC through running cipher contexts (no per-packet IV setup): every packet the core
+  sends decrypts with ``cryptography`` under its own wire IV, and the core opens packets
+  built by ``cryptography`` with unrelated IVs, across batches, SAs and failed packets.
+* Stream / AEAD encapsulation straight from the input (payload and trailer fed
+  separately): every packet opens with ``cryptography``, at sizes where the trailer
+  straddles a block.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import hmac
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from ipsecfast import _esp
+from ipsecfast.packets import PacketBatch
+from ipsecfast.sa import SecurityAssociation
+from ipsecfast.transform import AuthAlg
+
+LOCAL, PEER = "192.0.2.1", "198.51.100.2"
+
+# integrity id -> (hashlib name, block size, IPsec ICV bytes, transform)
+DIGESTS = {
+    AuthAlg.HMAC_MD5_96: ("md5", 64, 12, "esp-md5-hmac"),
+    AuthAlg.HMAC_SHA1_96: ("sha1", 64, 12, "esp-sha-hmac"),
+    AuthAlg.HMAC_SHA256_128: ("sha256", 64, 16, "esp-sha256-hmac"),
+    AuthAlg.HMAC_SHA384_192: ("sha384", 128, 24, "esp-sha384-hmac"),
+    AuthAlg.HMAC_SHA512_256: ("sha512", 128, 32, "esp-sha512-hmac"),
+}
+AUTH_KEY = {"esp-md5-hmac": 16, "esp-sha-hmac": 20, "esp-sha256-hmac": 32,
+            "esp-sha384-hmac": 48, "esp-sha512-hmac": 64}
+
+
+def checksum(hdr: bytes) -> int:
+    acc = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return ~acc & 0xFFFF
+
+
+def ipv4(payload: bytes, proto: int = 17, ident: int = 7) -> bytes:
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000,
+                                61, proto, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])))
+    hdr[10:12] = struct.pack("!H", checksum(bytes(hdr)))
+    return bytes(hdr) + payload
+
+
+def batch_of(sizes: list[int], seed: int = 1) -> PacketBatch:
+    rng = np.random.default_rng(seed)
+    return PacketBatch.from_list([ipv4(rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
+                                       ident=i) for i, n in enumerate(sizes)])
+
+
+def strip_trailer(pt: bytes) -> tuple[bytes, int]:
+    """RFC 4303 §2.4: payload, padding 1, 2, 3, ..., pad length, next header."""
+    padlen, nh = pt[-2], pt[-1]
+    body = pt[:-2 - padlen]
+    assert pt[len(body):-2] == bytes(range(1, padlen + 1))
+    return body, nh
+
+
+SIZES = list(range(0, 50)) + [63, 64, 65, 100, 111, 112, 113, 127, 128, 129, 500, 1380, 1480]
+
+
+# --- HMAC ------------------------------------------------------------------------------
+@pytest.mark.parametrize("auth", list(DIGESTS), ids=lambda a: DIGESTS[a][0])
+def test_hmac_matches_python_around_block_sizes(auth: AuthAlg) -> None:
+    name, bs, _, _ = DIGESTS[auth]
+    full = hashlib.new(name).digest_size
+    rng = np.random.default_rng(int(auth))
+    for klen in (0, 1, 20, bs - 1, bs, bs + 1, 2 * bs + 3):
+        key = rng.integers(0, 256, klen, dtype=np.uint8).tobytes()
+        for dlen in (0, 1, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 1000):
+            data = rng.integers(0, 256, dlen, dtype=np.uint8).tobytes()
+            want = hmac.new(key, data, name).digest()
+            assert _esp.hmac(int(auth), key, data, full) == want, (klen, dlen)
+            assert _esp.hmac(int(auth), key, data, 12) == want[:12]
+
+
+@pytest.mark.parametrize("cipher", ["esp-null", "esp-aes", "esp-3des"])
+@pytest.mark.parametrize("auth", list(DIGESTS), ids=lambda a: DIGESTS[a][0])
+def test_esp_icv_of_every_packet_over_batches(cipher: str, auth: AuthAlg) -> None:
+    name, _, icv, spec = DIGESTS[auth]
+    ak = os.urandom(AUTH_KEY[spec])
+    ck = {"esp-null": None, "esp-aes": os.urandom(16), "esp-3des": os.urandom(24)}[cipher]
+    tx = SecurityAssociation("esp", 0x51, f"{cipher} {spec}", ck, ak, local=LOCAL, peer=PEER)
+    rx = SecurityAssociation("esp", 0x51, f"{cipher} {spec}", ck, ak, local=PEER, peer=LOCAL)
+    for seed in range(3):
+        b = batch_of(SIZES, seed)
+        enc = tx.encapsulate(b)
+        assert enc.all_ok
+        for pkt in enc.packets.to_list():
+            esp = pkt[20:]
+            assert esp[-icv:] == hmac.new(ak, esp[:-icv], name).digest()[:icv]
+        dec = rx.decapsulate(enc.packets)
+        assert dec.all_ok and dec.packets.to_list() == b.to_list()
+
+
+def test_hmac_states_wiped_and_counted() -> None:
+    gc.collect()
+    base = _esp.live_contexts()
+    sas = [SecurityAssociation("esp", 1, f"esp-null {spec}", None, os.urandom(n),
+                               local=LOCAL, peer=PEER) for spec, n in AUTH_KEY.items()]
+    assert _esp.live_contexts() == base + 3 * len(sas)      # inner, outer, work states
+    for sa in sas:
+        assert sa.encapsulate(batch_of([10, 100])).all_ok
+        assert not sa._core.key_material_wiped()
+        sa.close()
+        assert sa._core.key_material_wiped()
+    assert _esp.live_contexts() == base
+    del sas
+    gc.collect()
+    assert _esp.live_contexts() == base
