@@ -345,7 +345,8 @@ def _sas(router: Router) -> list[Any]:
 @_config_errors
 def _cmd_pcap(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    with _router(config) as router:  # deletes the SAs and wipes their keys at the end
+    # deletes the SAs and wipes their keys at the end; --peer-config: IKE with a simulated B
+    with _router(config) as router, _peer_router(args, router):
         return _run_pcap_command(args, config, router)
 
 
@@ -407,7 +408,180 @@ def _add_pcap_parser(sub: Any, name: str) -> None:
                    "(holds the keys, see below)")
     p.add_argument("--chunk-packets", type=int, default=CHUNK_PACKETS, metavar="N",
                    help=f"frames per router call (default {CHUNK_PACKETS})")
+    if name == "encrypt":
+        p.add_argument("--peer-config", metavar="B.cfg",
+                       help="the peer's configuration: negotiate SAs with a simulated B "
+                       "(IKE) when the traffic needs them; --export-keys then writes the "
+                       "negotiated keys")
     p.set_defaults(func=_cmd_pcap)
+
+
+# -- IKE: encrypt --peer-config, simulate (issue 6) ------------------------------------------
+
+
+@contextlib.contextmanager
+def _peer_router(args: argparse.Namespace, router: Router) -> Any:
+    """``encrypt --peer-config B.cfg``: a simulated B on a ``Network`` with the router, so
+    that the ACQUIREs of the run negotiate real SAs with it (``ipsecfast.ike``). The
+    negotiations and failures go to stderr; B's SAs are deleted at the end."""
+    path = getattr(args, "peer_config", None)
+    if not path:
+        yield None
+        return
+    from .ike import Network
+    from .router import Router
+
+    peer = Router(_load_config(path))
+    net = Network()
+    net.add(router)
+    net.add(peer)
+    try:
+        yield net
+    finally:
+        if not getattr(args, "quiet", False) or net.failures:
+            for neg in net.negotiations:
+                print(f"negotiated: {neg}", file=sys.stderr)
+            for f in net.failures:
+                print(f"negotiation failed: {f}", file=sys.stderr)
+        peer.close()
+
+
+def _write_hop(cap: Capture, packets: Any, keep: Any, path: str) -> None:
+    from . import pcap
+
+    pcap.write(path, cap.replace_ip_packets(packets, keep))
+
+
+def _simulate_way(sender: Router, s_if: str, receiver: Router, r_if: str, packets: Any
+                  ) -> dict[str, Any]:
+    """Packets out of ``sender`` and into ``receiver`` (in each SA's sequence order, the
+    order the sender puts them on the wire); results aligned with ``packets``."""
+    import numpy as np
+
+    from .demo import transmission_order
+    from .router import Verdict
+
+    out = sender.outbound(s_if, packets)
+    order = transmission_order(out)
+    back = receiver.inbound(r_if, out.packets[order])
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    recv_packets = back.packets[inv]
+    recv_verdict = back.verdict[inv]
+    sent = out.verdict
+    prot = np.nonzero(sent == Verdict.PROTECT)[0]
+    ok = recv_verdict[prot] == Verdict.PROTECT
+    good = prot[ok]
+    same = (recv_packets.lengths[good] == packets.lengths[good])
+    idx = good[same]
+    if idx.size:
+        a, b = recv_packets[idx], packets[idx]
+        ma, mb = memoryview(a.buffer.data), memoryview(b.buffer.data)
+        eq = np.array([ma[x:x + n] == mb[y:y + n] for x, y, n in zip(
+            a.offsets.tolist(), b.offsets.tolist(), a.lengths.tolist(), strict=True)],
+            dtype=bool)
+    else:
+        eq = np.zeros(0, dtype=bool)
+    intact = int(eq.sum())
+    clear = np.nonzero(sent == Verdict.BYPASS)[0]
+    return {
+        "sent": out, "packets": out.packets, "received": recv_packets,
+        "received_verdict": recv_verdict,
+        "protected": int(prot.size), "intact": intact,
+        "lost": int(prot.size) - intact,
+        "not_sent": int((sent == Verdict.DROP).sum()),
+        "clear": int(clear.size),
+        "clear_dropped": int((recv_verdict[clear] == Verdict.DROP).sum()),
+    }
+
+
+@_config_errors
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from . import pcap
+    from .demo import mirror_flows
+    from .ike import Network
+    from .router import Router, Verdict
+    from .wireshark import write_esp_sa
+
+    ca, cb = _load_config(args.config_a), _load_config(args.config_b)
+    with Router(ca) as a, Router(cb) as b:
+        net = Network()
+        net.add(a)
+        net.add(b)
+        if_a = _pick_interface(ca, a, args.interface_a)
+        if_b = _pick_interface(cb, b, args.interface_b)
+        cap = pcap.read(args.input)
+        pk = cap.ip_packets()
+        os.makedirs(args.out, exist_ok=True)
+        fwd = _simulate_way(a, if_a, b, if_b, pk)
+        rev = _simulate_way(b, if_b, a, if_a, mirror_flows(pk))
+        drop = Verdict.DROP
+        hops = [
+            ("1-a-outbound.pcap", fwd["packets"], fwd["sent"].verdict != drop),
+            ("2-b-inbound.pcap", fwd["received"],
+             (fwd["sent"].verdict != drop) & (fwd["received_verdict"] != drop)),
+            ("3-b-outbound.pcap", rev["packets"], rev["sent"].verdict != drop),
+            ("4-a-inbound.pcap", rev["received"],
+             (rev["sent"].verdict != drop) & (rev["received_verdict"] != drop)),
+        ]
+        for name, packets, keep in hops:
+            _write_hop(cap, packets, keep, os.path.join(args.out, name))
+        seen: set[tuple[int, str, str]] = set()
+        sas = []
+        for rec in list(a.sad.sas()) + list(b.sad.sas()):
+            key = (rec.spi, rec.source, rec.destination)
+            if key not in seen:
+                seen.add(key)
+                sas.append(rec)
+        write_esp_sa(os.path.join(args.out, "esp_sa"), sas)
+        for r, name in ((a, "a"), (b, "b")):
+            with open(os.path.join(args.out, f"show-{name}.txt"), "w", encoding="utf-8") as fh:
+                for cmd in ("show crypto isakmp sa", "show crypto session",
+                            "show crypto ipsec sa"):
+                    fh.write(f"{net.name(r)}# {cmd}\n{net.show(r, cmd)}\n")
+        for neg in net.negotiations:
+            print(f"negotiated: {neg}")
+        for f in net.failures:
+            print(f"negotiation failed: {f}")
+        if not net.negotiations and not net.failures:
+            print("no negotiation: no packet of the capture needed protection")
+        bad = 0
+        for label, way in (("A -> B", fwd), ("B -> A (mirrored flows)", rev)):
+            print(f"{label}: {way['protected']} protected, {way['intact']} arrived intact, "
+                  f"{way['lost']} lost or altered, {way['not_sent']} dropped by the sender "
+                  f"({way['clear']} clear, {way['clear_dropped']} of them dropped by the "
+                  "receiver)")
+            bad += way["lost"] + way["not_sent"]
+        print(f"wrote {args.out}/1-a-outbound.pcap .. 4-a-inbound.pcap, "
+              f"{args.out}/esp_sa ({len(sas)} SAs; holds keys), {args.out}/show-a.txt, "
+              f"{args.out}/show-b.txt")
+        return 1 if bad else 0
+
+
+def _add_simulate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="two routers: negotiate with IKE and run a capture both ways",
+        description="A.cfg and B.cfg negotiate SAs (ipsecfast.ike: ISAKMP policies, "
+        "pre-shared keys, Diffie-Hellman, quick mode) when A's traffic needs them. The "
+        "IPv4 packets of IN.pcap leave A (A's outbound), arrive at B (B's inbound); then the "
+        "mirrored flows (every packet with its addresses and TCP / UDP ports swapped) "
+        "leave B and arrive at A. Writes into DIR: 1-a-outbound.pcap, 2-b-inbound.pcap, "
+        "3-b-outbound.pcap, 4-a-inbound.pcap (the capture's link headers kept), esp_sa "
+        "(Wireshark's key table for every negotiated SA), show-a.txt and show-b.txt "
+        "(show crypto isakmp sa / session / ipsec sa). Prints the negotiated transform "
+        "sets and flows. Exit status 0, 1 if a packet the sender's crypto map selected did "
+        "not arrive intact (lost, altered, or dropped for want of SAs), 2 for a bad "
+        "configuration or capture.",
+        epilog=_KEYS_NOTE,
+    )
+    p.add_argument("config_a", metavar="A.cfg", help="the sending router's configuration")
+    p.add_argument("config_b", metavar="B.cfg", help="its peer's configuration")
+    p.add_argument("input", metavar="IN.pcap", help="A's outbound traffic (pcap or pcapng)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
+    p.add_argument("--interface-a", metavar="IF", help="A's interface (default: the only "
+                   "one with a crypto map)")
+    p.add_argument("--interface-b", metavar="IF", help="B's interface")
+    p.set_defaults(func=_cmd_simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (wireshark: the esp_sa table)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
     p.set_defaults(func=_cmd_keys)
+    _add_simulate_parser(sub)
     return parser
 
 
