@@ -399,6 +399,62 @@ cdef inline void esp_nonce(Sa *s, const uint8_t *iv, uint8_t *nonce) noexcept no
         put32(nonce + 12, 1)
 
 
+# CBC (RFC 3602 §2) through running contexts: OpenSSL 3.0's EVP_CipherInit_ex looks the
+# IV length up through the provider's parameters on every call, more than the cipher work
+# of a small packet. A CBC context that is never re-initialised keeps chaining from the
+# last ciphertext block it handled, which the SA keeps a copy of (enc_chain / dec_chain).
+# Proof that the result is CBC under the packet's own IV (block cipher E, D = E^-1):
+#   encrypt: the context computes C1 = E(X1 ^ chain). With X1 = P1 ^ iv ^ chain that is
+#            E(P1 ^ iv), the first block of CBC under iv; every later block chains from
+#            the previous ciphertext block inside the context, as CBC does.
+#   decrypt: the context returns D(C1) ^ chain for the first block; CBC under iv wants
+#            D(C1) ^ iv, so XOR the first plaintext block with iv ^ chain; later blocks
+#            are D(Ci) ^ C(i-1), as CBC wants.
+# The wire IV is still the per-packet random one (RAND_bytes per batch, RFC 3602 §2.1).
+# When the chaining value is unknown (new SA, a failed call) the context is initialised
+# with the IV the slow way and the chain taken from there.
+cdef int cbc_encrypt(Sa *s, const uint8_t *iv, uint8_t *body, int clen) noexcept nogil:
+    """CBC-encrypt body[0:clen] in place under iv; 1 on success."""
+    cdef int bs = s.iv_len, n = 0, k
+    if bs <= 0 or bs > 16 or clen < bs or clen % bs:
+        return 0
+    if s.enc_chained:
+        for k in range(bs):
+            body[k] ^= iv[k] ^ s.enc_chain[k]
+    elif ssl.EVP_CipherInit_ex(s.enc, NULL, NULL, NULL, iv, 1) != 1:
+        return 0
+    s.enc_chained = 0
+    if ssl.EVP_CipherUpdate(s.enc, body, &n, body, clen) != 1 or n != clen:
+        return 0
+    memcpy(s.enc_chain, body + clen - bs, bs)
+    s.enc_chained = 1
+    return 1
+
+
+cdef int cbc_decrypt(Sa *s, const uint8_t *iv, const uint8_t *body, int clen,
+                     uint8_t *dst) noexcept nogil:
+    """CBC-decrypt body[0:clen] under iv into dst[0:clen]; 1 on success."""
+    cdef uint8_t fix[16]
+    cdef int bs = s.iv_len, n = 0, k, chained = s.dec_chained
+    if bs <= 0 or bs > 16 or clen < bs or clen % bs:
+        return 0
+    if chained:
+        for k in range(bs):
+            fix[k] = iv[k] ^ s.dec_chain[k]
+    elif ssl.EVP_CipherInit_ex(s.dec, NULL, NULL, NULL, iv, 0) != 1:
+        return 0
+    s.dec_chained = 0
+    # the new chaining value, read before dst is written (in case they overlap)
+    memcpy(s.dec_chain, body + clen - bs, bs)
+    if ssl.EVP_CipherUpdate(s.dec, dst, &n, body, clen) != 1 or n != clen:
+        return 0
+    if chained:
+        for k in range(bs):
+            dst[k] ^= fix[k]
+    s.dec_chained = 1
+    return 1
+
+
 cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil:
     """Encrypt esp[8+iv : 8+iv+clen] in place and write the ICV after it."""
     cdef uint8_t *iv = esp + 8
@@ -411,9 +467,7 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil
     cdef int n = 0, alen
     cdef ssl.EVP_CIPHER_CTX *c = s.enc
     if s.cipher == C_AES_CBC or s.cipher == C_TDES_CBC or s.cipher == C_DES_CBC:
-        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, 1) != 1:
-            return ST_INTERNAL
-        if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1 or n != clen:
+        if cbc_encrypt(s, iv, body, clen) != 1:
             return ST_INTERNAL
     elif s.cipher == C_AES_CTR:
         esp_nonce(s, iv, nonce)
@@ -483,9 +537,7 @@ cdef int esp_open(Sa *s, const uint8_t *esp, int clen, uint8_t *dst, uint32_t se
     if s.cipher == C_NULL:
         memcpy(dst, body, clen)
     elif s.cipher == C_AES_CBC or s.cipher == C_TDES_CBC or s.cipher == C_DES_CBC:
-        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, 0) != 1:
-            return ST_INTERNAL
-        if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1 or n != clen:
+        if cbc_decrypt(s, iv, body, clen, dst) != 1:
             return ST_INTERNAL
     elif s.cipher == C_AES_CTR:
         esp_nonce(s, iv, nonce)

@@ -22,6 +22,8 @@ import struct
 
 import numpy as np
 import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ipsecfast import _esp
 from ipsecfast.packets import PacketBatch
@@ -122,3 +124,92 @@ def test_hmac_states_wiped_and_counted() -> None:
     del sas
     gc.collect()
     assert _esp.live_contexts() == base
+
+
+# --- CBC through running contexts ------------------------------------------------------
+CBC = {"esp-aes": (16, 16), "esp-aes 256": (32, 16), "esp-3des": (24, 8)}
+
+
+def cbc(key: bytes, block: int, iv: bytes, encrypt: bool, data: bytes) -> bytes:
+    alg = algorithms.AES(key) if block == 16 else TripleDES(key)
+    c = Cipher(alg, modes.CBC(iv))
+    op = c.encryptor() if encrypt else c.decryptor()
+    return op.update(data) + op.finalize()
+
+
+def oracle_esp_cbc(key: bytes, block: int, seq: int, iv: bytes, inner: bytes,
+                   spi: int = 0x52) -> bytes:
+    pad = (-(len(inner) + 2)) % block
+    pt = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])
+    esp = struct.pack("!II", spi, seq) + iv + cbc(key, block, iv, True, pt)
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(esp), seq, 0, 64, 50, 0,
+                                bytes([198, 51, 100, 2]), bytes([192, 0, 2, 1])))
+    hdr[10:12] = struct.pack("!H", checksum(bytes(hdr)))
+    return bytes(hdr) + esp
+
+
+@pytest.mark.parametrize("spec", list(CBC))
+def test_cbc_every_packet_is_cbc_under_its_wire_iv(spec: str) -> None:
+    klen, block = CBC[spec]
+    ck = os.urandom(klen)
+    sas = [SecurityAssociation("esp", 0x52, spec, ck, None, local=LOCAL, peer=PEER)
+           for _ in range(2)]
+    ivs: set[bytes] = set()
+    for seed in range(4):
+        sa = sas[seed % 2]                      # two SAs, same key, separate chains
+        b = batch_of(SIZES, seed)
+        enc = sa.encapsulate(b)
+        assert enc.all_ok
+        for pkt, orig in zip(enc.packets.to_list(), b.to_list(), strict=True):
+            iv = pkt[28:28 + block]
+            ivs.add(iv)
+            inner, nh = strip_trailer(cbc(ck, block, iv, False, pkt[28 + block:]))
+            assert nh == 4 and inner == orig
+    assert len(ivs) == 4 * len(SIZES)           # random, never repeated
+
+
+@pytest.mark.parametrize("spec", list(CBC))
+def test_cbc_fixed_iv_gives_the_same_ciphertext_every_time(spec: str) -> None:
+    # the running context must not leak the previous packet into the next one
+    klen, block = CBC[spec]
+    ck, iv = os.urandom(klen), os.urandom(block)
+    sa = SecurityAssociation("esp", 0x52, spec, ck, None, local=LOCAL, peer=PEER,
+                             _fixed_iv=iv)
+    pkt = ipv4(bytes(range(200)))
+    want = cbc(ck, block, iv, True, pkt + bytes(range(1, (-(len(pkt) + 2)) % block + 1))
+               + bytes([(-(len(pkt) + 2)) % block, 4]))
+    for _ in range(3):
+        out = sa.encapsulate(PacketBatch.from_list([pkt] * 5)).packets.to_list()
+        assert {p[28 + block:] for p in out} == {want}
+
+
+@pytest.mark.parametrize("spec", list(CBC))
+def test_cbc_opens_oracle_packets_with_failures_in_between(spec: str) -> None:
+    klen, block = CBC[spec]
+    ck = os.urandom(klen)
+    rx = SecurityAssociation("esp", 0x52, spec, ck, None, local=LOCAL, peer=PEER,
+                             replay_window=0)
+    rng = np.random.default_rng(5)
+    seq = 0
+    for _ in range(3):
+        inners, wires, kinds = [], [], []
+        for i, n in enumerate(SIZES):
+            seq += 1
+            inner = ipv4(rng.integers(0, 256, n, dtype=np.uint8).tobytes(), ident=i)
+            wire = oracle_esp_cbc(ck, block, seq, os.urandom(block), inner)
+            kind = i % 5
+            if kind == 1:                       # bad SPI: rejected before decryption
+                wire = wire[:20] + b"\0\0\0\1" + wire[24:]
+            elif kind == 3:                     # last block garbled: decrypted, bad padding
+                wire = wire[:-1] + bytes([wire[-1] ^ 0x80])
+            inners.append(inner)
+            wires.append(wire)
+            kinds.append(kind)
+        res = rx.decapsulate(PacketBatch.from_list(wires))
+        status = np.asarray(res.status)
+        out = res.packets.to_list()
+        for k, kind in enumerate(kinds):
+            if kind == 1:
+                assert status[k] != 0
+            elif kind != 3:                     # (garbage may pass the padding check)
+                assert status[k] == 0 and out[k] == inners[k]
