@@ -532,21 +532,32 @@ class Network:
 
     # -- the negotiator protocol the Router calls ------------------------------------------
     def acquire(self, router: Router, request: AcquireRequest) -> None:
-        """An ACQUIRE: negotiate with the entry's peers, last heard from first."""
-        self.negotiate(router, request.entry, request.flow, interface=request.interface)
+        """An ACQUIRE: negotiate with the entry's peers, last heard from first. Called
+        from inside ``router.outbound``: nothing raises out of it (a failure is recorded)."""
+        try:
+            self.negotiate(router, request.entry, request.flow, interface=request.interface)
+        except ValueError as err:
+            self._fail(request.time, request.local or "0.0.0.0", request.peer or "0.0.0.0",
+                       0, str(err), router.entries[request.entry].label)
 
     def rekey(self, router: Router, request: RekeyRequest) -> None:
-        """A soft lifetime: negotiate new SAs for the same flow (current peer first)."""
-        partner = self._partner.get(id(router.sad.pairs.get(request.pair)))
-        if partner is not None:
-            partner[1].soft_fired = True  # one rekey per pair of SAs, not one per side
+        """A soft lifetime: negotiate new SAs for the same flow (current peer first). The
+        other side's SAs of the pair then raise no rekey of their own."""
         old = router.sad.pairs.get(request.pair)
         ifname = None
         if old is not None:
             ifname = next((n for n in router.crypto_interfaces()
                            if router.local_address(n) == old.local), None)
-        self.negotiate(router, request.entry, request.flow, interface=ifname,
-                       first_peer=request.peer, rekey=True)
+        try:
+            neg = self.negotiate(router, request.entry, request.flow, interface=ifname,
+                                 first_peer=request.peer, rekey=True)
+        except ValueError as err:
+            self._fail(request.time, old.local if old else "0.0.0.0", request.peer, 0,
+                       str(err), router.entries[request.entry].label)
+            return
+        partner = self._partner.get(id(old)) if old is not None else None
+        if neg is not None and partner is not None:
+            partner[1].soft_fired = True  # one rekey per pair of SAs, not one per side
 
     # -- negotiation ------------------------------------------------------------------------
     def negotiate(self, router: Router, entry: int, flow: Flow | None = None, *,
