@@ -1010,6 +1010,8 @@ def _prop_ace(re_: RouterEntry, flow: Flow) -> Ace:
 
 
 def _pair_flow_text(router: Router, pair: SaPair) -> str:
+    """The flow as ``show crypto session`` prints it: ``permit ip 10.1.0.0/255.255.0.0
+    host 10.2.0.1`` (protocol by name for ip / tcp / udp / icmp, else its number)."""
     _, a, hs, hd = pair.scope
     if a < 0:
         return f"permit ip host {_ip(hs)} host {_ip(hd)}"
@@ -1017,7 +1019,23 @@ def _pair_flow_text(router: Router, pair: SaPair) -> str:
     acl = re_.spd.acl
     if acl is None or not 0 <= a < len(acl.entries):
         return "permit ip any any"
-    return acl.entries[a].render()
+    ace = acl.entries[a]
+    proto = {None: "ip", 1: "icmp", 6: "tcp", 17: "udp"}.get(ace.protocol, str(ace.protocol))
+
+    def side(m: AddressMatch, port: Any) -> str:
+        wild = m.wildcard & 0xFFFFFFFF
+        if wild == 0:
+            text = f"host {_ip(m.address)}"
+        elif wild == 0xFFFFFFFF:
+            text = "any"
+        else:
+            text = f"{_ip(m.address & ~wild & 0xFFFFFFFF)}/{_ip(~wild & 0xFFFFFFFF)}"
+        if port is not None and port.op == "eq" and len(port.ports) == 1:
+            text += f" port {port.ports[0]}"
+        return text
+
+    return (f"permit {proto} {side(ace.source, ace.source_port)} "
+            f"{side(ace.destination, ace.destination_port)}")
 
 
 def _patched_index(router: Router, re_: RouterEntry, temp: TemporaryEntry) -> int:

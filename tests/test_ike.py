@@ -543,7 +543,7 @@ def test_show_crypto_session_and_isakmp_sa() -> None:
         "Session status: UP-ACTIVE",
         f"Peer: {N_ADDR} port 500",
         f"  IKEv1 SA: local {M_ADDR}/500 remote {N_ADDR}/500 Active",
-        f"  IPSEC FLOW: {X_TO_Y}",
+        "  IPSEC FLOW: permit ip 10.0.1.0/255.255.255.0 10.0.2.0/255.255.255.0",
         "        Active SAs: 2, origin: crypto map",
     ]
     assert "current_peer" in p.net.show(p.m, "show crypto ipsec sa")
