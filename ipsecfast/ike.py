@@ -889,6 +889,27 @@ class Network:
                 for idx in {t.entry for t in gone if t.patched}:
                     _patch_template(router, idx, live)
 
+    # -- clear ------------------------------------------------------------------------------
+    def clear_crypto_isakmp(self, router: Router | None = None) -> int:
+        """``clear crypto isakmp``: delete the live ISAKMP SAs (of ``router``'s addresses,
+        or all) and wipe their keying material; IPsec SAs stay, and the next quick mode
+        starts with a new phase 1. Returns the number deleted."""
+        addrs = None if router is None else {
+            i.address for i in router.config.interfaces.values() if i.address}
+        n = 0
+        for sa in self._isakmp:
+            if sa.alive and (addrs is None or sa.src in addrs or sa.dst in addrs):
+                sa.wipe()
+                n += 1
+        return n
+
+    def close(self) -> None:
+        """Wipe every ISAKMP SA's keying material and forget the failed attempts (the
+        routers' own SAs are theirs to close)."""
+        for sa in self._isakmp:
+            sa.wipe()
+        self._isakmp.clear()
+
     # -- show -------------------------------------------------------------------------------
     def isakmp_sas(self, router: Router) -> list[IsakmpSa]:
         """Phase 1 SAs and attempts that involve one of ``router``'s addresses."""

@@ -568,3 +568,19 @@ def test_peer_without_crypto_map_and_unknown_host_name() -> None:
     assert round_trip(p.m, p.n, [udp(HOST_A, HOST_B)])[0] == [DROP]
     reasons = [f.reason for f in p.net.failures]
     assert "has no crypto map applied" in reasons[0] and "host name" in reasons[1]
+
+
+def test_clear_crypto_isakmp_and_close() -> None:
+    p = pair(config(M_ADDR, N_ADDR, X_TO_Y), config(N_ADDR, M_ADDR, Y_TO_X))
+    round_trip(p.m, p.n, [udp(HOST_A, HOST_B)])
+    (sa,) = p.net.isakmp_sas(p.m)
+    assert p.net.clear_crypto_isakmp(p.n) == 1
+    assert sa.status == "DELETED" and sa.skeyid_d == b"" and sa.dh_secrets == (b"", b"")
+    # the IPsec SAs stay; a new quick mode (another flow) brings a new phase 1 up
+    assert round_trip(p.n, p.m, [udp(HOST_B, HOST_A)]) == ([PROTECT], True)
+    p.m.clear_crypto_sa()
+    p.n.clear_crypto_sa()
+    assert round_trip(p.m, p.n, [udp(HOST_A, HOST_B)]) == ([PROTECT], True)
+    assert [s.status for s in p.net.isakmp_sas(p.m)] == ["DELETED", "ACTIVE"]
+    p.net.close()
+    assert p.net.isakmp_sas(p.m) == []
