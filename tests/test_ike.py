@@ -385,10 +385,13 @@ def test_responder_traffic_goes_to_the_last_peer_heard_from() -> None:
 # Rekey
 
 
-def test_rekey_under_traffic_loses_nothing() -> None:
+@pytest.mark.parametrize("n_first", [False, True])
+def test_rekey_under_traffic_loses_nothing(n_first: bool) -> None:
     """At the soft lifetime (90 %) a static entry negotiates new SAs; traffic moves to
     them; packets already protected with the old SA (in flight) are still accepted
-    until it expires. 25 simulated minutes of traffic both ways, 5 s apart."""
+    until it expires. 25 simulated minutes of traffic both ways, 5 s apart. With
+    ``n_first`` the responder of the first negotiation sees the soft lifetime first and
+    rekeys as the initiator."""
     clock = Clock()
     life = " set security-association lifetime seconds 300"
     p = pair(config(M_ADDR, N_ADDR, X_TO_Y, entry=life, pfs="group19"),
@@ -396,6 +399,8 @@ def test_rekey_under_traffic_loses_nothing() -> None:
     in_flight = None
     sent = received = 0
     for step in range(300):
+        if n_first and step:
+            p.n.outbound(IF, batch())  # N's clock tick comes first: its soft limit fires
         pk = [udp(HOST_A, HOST_B, 1000 + step), tcp("10.0.1.9", "10.0.2.9", 2000 + step)]
         out = p.m.outbound(IF, batch(*pk))
         assert out.verdict.tolist() == [PROTECT, PROTECT], step
@@ -422,6 +427,7 @@ def test_rekey_under_traffic_loses_nothing() -> None:
     # one rekey per soft lifetime, not one per side
     times = sorted(n.time for n in p.net.negotiations)
     assert all(b - a >= 240 for a, b in zip(times, times[1:], strict=False))
+    assert {n.initiator for n in rekeys} == {N_ADDR if n_first else M_ADDR}
 
 
 def test_old_inbound_sa_stays_until_it_expires() -> None:
