@@ -455,8 +455,31 @@ cdef int cbc_decrypt(Sa *s, const uint8_t *iv, const uint8_t *body, int clen,
     return 1
 
 
-cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil:
-    """Encrypt esp[8+iv : 8+iv+clen] in place and write the ICV after it."""
+cdef inline int stream_encrypt(ssl.EVP_CIPHER_CTX *c, uint8_t *body, int clen,
+                               const uint8_t *src, int srclen,
+                               const uint8_t *tail) noexcept nogil:
+    """Encrypt into body[0:clen] with a stream mode (CTR, GCM, ChaCha20): in place when
+    tail is NULL, else from src[0:srclen] then tail[0:clen - srclen]; 1 on success.
+    (src may be NULL when srclen is 0: an empty batch buffer.)"""
+    cdef int n = 0
+    if tail == NULL:
+        return ssl.EVP_CipherUpdate(c, body, &n, body, clen)
+    if srclen > 0 and ssl.EVP_CipherUpdate(c, body, &n, src, srclen) != 1:
+        return 0
+    return ssl.EVP_CipherUpdate(c, body + srclen, &n, tail, clen - srclen)
+
+
+cdef inline int stream_sealed(Sa *s) noexcept nogil:
+    """Whether encapsulation encrypts straight from the input (no copy into the output
+    first): modes that take their data in pieces. Not CBC (its first block is changed in
+    place), CCM (one update only) or GMAC / NULL (the body is plaintext on the wire)."""
+    return s.cipher == C_AES_GCM or s.cipher == C_CHACHA20_POLY1305 or s.cipher == C_AES_CTR
+
+
+cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi, const uint8_t *src,
+                  int srclen, const uint8_t *tail) noexcept nogil:
+    """Encrypt esp[8+iv : 8+iv+clen] and write the ICV after it: in place (tail NULL), or,
+    when stream_sealed, from src[0:srclen] || tail (payload, then padding and trailer)."""
     cdef uint8_t *iv = esp + 8
     cdef uint8_t *body = iv + s.iv_len
     cdef uint8_t *icv = body + clen
@@ -473,7 +496,7 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil
         esp_nonce(s, iv, nonce)
         if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1:
             return ST_INTERNAL
-        if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1:
+        if stream_encrypt(c, body, clen, src, srclen, tail) != 1:
             return ST_INTERNAL
     elif s.cipher != C_NULL:
         esp_nonce(s, iv, nonce)
@@ -490,7 +513,7 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi) noexcept nogil
             if ssl.EVP_CipherUpdate(c, NULL, &n, iv, s.iv_len + clen) != 1:
                 return ST_INTERNAL
         else:
-            if ssl.EVP_CipherUpdate(c, body, &n, body, clen) != 1:
+            if stream_encrypt(c, body, clen, src, srclen, tail) != 1:
                 return ST_INTERNAL
         if ssl.EVP_CipherFinal_ex(c, nonce, &n) != 1:
             return ST_INTERNAL
@@ -601,6 +624,7 @@ cdef int esp_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, in
     cdef const uint8_t *payload
     cdef uint8_t *esp
     cdef uint8_t *body
+    cdef uint8_t tail[32]
     cdef uint64_t seq = 0
     if mode == MODE_RAW:
         if plen >= 65536:
@@ -644,12 +668,20 @@ cdef int esp_encap_one(Sa *s, const uint8_t *pkt, int64_t plen, uint8_t *out, in
     elif s.iv_len:
         memcpy(esp + 8, cbc_iv, s.iv_len)
     body = esp + 8 + s.iv_len
-    memcpy(body, payload, paylen)
-    for k in range(padlen):
-        body[paylen + k] = k + 1
-    body[padded - 2] = padlen
-    body[padded - 1] = nh
-    r = esp_seal(s, esp, padded, <uint32_t>(seq >> 32))
+    if stream_sealed(s) and padlen + 2 <= <int>sizeof(tail):
+        # payload straight from the input, padding and trailer from the stack
+        for k in range(padlen):
+            tail[k] = k + 1
+        tail[padlen] = padlen
+        tail[padlen + 1] = nh
+        r = esp_seal(s, esp, padded, <uint32_t>(seq >> 32), payload, paylen, tail)
+    else:
+        memcpy(body, payload, paylen)
+        for k in range(padlen):
+            body[paylen + k] = k + 1
+        body[padded - 2] = padlen
+        body[padded - 1] = nh
+        r = esp_seal(s, esp, padded, <uint32_t>(seq >> 32), NULL, 0, NULL)
     if r != ST_OK:
         return r
     if mode == MODE_TUNNEL:

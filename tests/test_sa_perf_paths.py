@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from ipsecfast import _esp
 from ipsecfast.packets import PacketBatch
@@ -213,3 +214,51 @@ def test_cbc_opens_oracle_packets_with_failures_in_between(spec: str) -> None:
                 assert status[k] != 0
             elif kind != 3:                     # (garbage may pass the padding check)
                 assert status[k] == 0 and out[k] == inners[k]
+
+
+# --- stream / AEAD encapsulation straight from the input -------------------------------
+def open_stream(spec: str, ck: bytes, esp: bytes, ak: bytes | None) -> bytes:
+    iv = esp[8:16]
+    if spec.startswith("esp-aes-ctr"):
+        assert ak is not None
+        assert esp[-12:] == hmac.new(ak, esp[:-12], "sha1").digest()[:12]
+        d = Cipher(algorithms.AES(ck[:-4]), modes.CTR(ck[-4:] + iv + b"\0\0\0\1")).decryptor()
+        return d.update(esp[16:-12]) + d.finalize()
+    aead = AESGCM(ck[:-4]) if spec.startswith("esp-gcm") else ChaCha20Poly1305(ck[:-4])
+    return aead.decrypt(ck[-4:] + iv, esp[16:], esp[:8])
+
+
+STREAM = {"esp-gcm": 20, "esp-gcm 256": 36, "esp-chacha20-poly1305": 36,
+          "esp-aes-ctr esp-sha-hmac": 20}
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+@pytest.mark.parametrize("spec", list(STREAM))
+def test_stream_encapsulation_from_the_input(spec: str, mode: str) -> None:
+    ck = os.urandom(STREAM[spec])
+    ak = os.urandom(20) if "sha" in spec else None
+    sa = SecurityAssociation("esp", 0x53, spec, ck, ak, mode=mode, local=LOCAL, peer=PEER)
+    rx = SecurityAssociation("esp", 0x53, spec, ck, ak, mode=mode, local=PEER, peer=LOCAL)
+    for seed in range(2):
+        b = batch_of(SIZES, seed)
+        enc = sa.encapsulate(b)
+        assert enc.all_ok
+        for pkt, orig in zip(enc.packets.to_list(), b.to_list(), strict=True):
+            payload, nh = strip_trailer(open_stream(spec, ck, pkt[20:], ak))
+            if mode == "tunnel":
+                assert nh == 4 and payload == orig
+            else:
+                assert nh == 17 and payload == orig[20:] and pkt[9] == 50
+        dec = rx.decapsulate(enc.packets)
+        assert dec.all_ok and dec.packets.to_list() == b.to_list()
+
+
+@pytest.mark.parametrize("spec", list(STREAM))
+def test_stream_encapsulation_of_an_empty_payload(spec: str) -> None:
+    # ESP payload of 0 bytes (raw mode): only the trailer is encrypted, from the stack
+    ck = os.urandom(STREAM[spec])
+    ak = os.urandom(20) if "sha" in spec else None
+    sa = SecurityAssociation("esp", 0x54, spec, ck, ak, local=LOCAL, peer=PEER)
+    res = sa._esp_payload_encapsulate(PacketBatch.from_list([b""]), 59)
+    assert res.status.tolist() == [0]
+    assert strip_trailer(open_stream(spec, ck, res.packets[0], ak)) == (b"", 59)
