@@ -152,6 +152,9 @@ def test_pre_shared_key_mismatch_fails_phase1() -> None:
     assert "one" not in f.reason and "two" not in f.reason, "keys never shown"
     show = p.net.show(p.m, "show crypto isakmp sa")
     assert f"{N_ADDR:<15} {M_ADDR:<15} MM_KEY_EXCH" in show and "DELETED" in show
+    session = p.net.show(p.m, "show crypto session")
+    assert f"Session status: DOWN\nPeer: {N_ADDR} port 500" in session
+    assert any("pre-shared keys differ" in line for line in p.net.log)
 
 
 def test_missing_pre_shared_key() -> None:
