@@ -464,7 +464,9 @@ class Network:
     * Mode: the transform sets must agree on the mode too (``mode transport`` against
       ``mode tunnel`` is no common set).
     * A ``per-host`` proposal names the host pair with protocol ``ip``; a per-host
-      responder refuses a proposal that is not a host pair.
+      responder refuses a proposal that is not a host pair. A per-host initiator wants a
+      per-host responder: a per-ACE responder's newest pair carries the replies of every
+      host pair, and the initiator drops those outside that pair's hosts.
     * The responder's SAs cover its own access-list entry (or temporary entry), as the
       router keys SAs by (entry, ACE): in Figure 3 case 3 the responder sends traffic of
       its wider entry into the SA, and the initiator drops what falls outside its own
@@ -474,7 +476,11 @@ class Network:
       alone would need a hook in the router's inbound path.
     * The temporary entry of a dynamic map whose entry has an access list uses that
       entry's SAs; one without an access list gets the negotiated flow as a permit added
-      to its part of the SPD while the entry lives (see ``_patch_template``).
+      to its part of the SPD while the entry lives (see ``_patch_template``). A
+      temporary entry whose last SA expired is removed at the next negotiation or query
+      (``temporary_entries``, ``show``): the router tells nobody when it deletes SAs.
+    * Temporary entries do not rekey (the router raises rekey requests for static
+      entries only); the static side, which initiated, rekeys them.
     """
 
     def __init__(self) -> None:
