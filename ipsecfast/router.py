@@ -37,7 +37,7 @@ from .acl import AccessList, Ace
 from .config import Config, CryptoMapEntry, TransformSet, canonical_interface_name
 from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
 from .packets import PacketBatch
-from .sa import SaResult, SecurityAssociation
+from .sa import MODE_IDS, SaResult, SecurityAssociation
 from .sad import SaPair, SaRecord, Scope, SecurityAssociationDatabase
 from .show import UnknownCommand
 from .show import show as config_show
@@ -67,16 +67,14 @@ class Verdict(IntEnum):
     DROP = 2
 
 
+_TUNNEL = MODE_IDS["tunnel"]
+_TRANSPORT = MODE_IDS["transport"]
+
+
 @cache
-def _mode_ids() -> dict[str, int]:
-    """The core's mode ids, read from SAs made in each mode (sa.py keeps them private)."""
-    out = {}
-    for mode in ("tunnel", "transport"):
-        probe = SecurityAssociation("ah", 1, "ah-sha-hmac", auth_key=bytes(20),
-                                    mode=mode, local="0.0.0.1", peer="0.0.0.2")  # type: ignore[arg-type]
-        out[mode] = int(probe._mode_id)
-        probe.close()
-    return out
+def _addr(text: str) -> int:
+    """A dotted quad as an int (peers are looked up once per SA group)."""
+    return int(ipaddress.IPv4Address(text))
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,38 +250,53 @@ def _version4(batch: PacketBatch) -> npt.NDArray[np.bool_]:
     return np.asarray((batch.lengths > 0) & ((first >> 4) == 4))
 
 
+def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
+    """``batch[sel]`` for valid positions ``sel``, without the constructor's O(n) check."""
+    return PacketBatch._trusted(batch.buffer, batch.offsets[sel], batch.lengths[sel])
+
+
+def _rows(batch: PacketBatch, nbytes: int) -> npt.NDArray[np.uint8]:
+    """The first ``nbytes`` bytes of every packet as an (n, nbytes) array, bytes past a
+    packet's end read as 0. One gather of n ``nbytes``-byte items (a void-dtype view of
+    the buffer at every byte offset), not one gather per byte."""
+    n = len(batch)
+    buf, off, lens = batch.buffer, batch.offsets, batch.lengths
+    if n == 0:
+        return np.zeros((0, nbytes), dtype=_U8)
+    if buf.size < nbytes:
+        buf = np.concatenate([buf, np.zeros(nbytes - buf.size, dtype=_U8)])
+    view: npt.NDArray[Any] = np.ndarray((buf.size - nbytes + 1,), dtype=np.dtype((np.void, nbytes)),
+                                        buffer=buf, strides=(1,))
+    # a packet that starts within nbytes of the end is shorter than nbytes: fixed below
+    rows = view[np.minimum(off, buf.size - nbytes)].view(_U8).reshape(n, nbytes)
+    short = np.nonzero(lens < nbytes)[0]
+    if short.size:
+        j = np.arange(nbytes, dtype=_I64)
+        src = np.minimum(off[short, None] + j, buf.size - 1)
+        rows[short] = np.where(j < lens[short, None], buf[src], 0)
+    return rows
+
+
 def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
-    """Fields of every packet from its first ``nbytes`` bytes, one gather per byte read
-    (the rules of ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments;
-    SPIs -1 when the packet is too short or ``nbytes`` too small)."""
+    """Fields of every packet from its first ``nbytes`` bytes (the rules of
+    ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments; SPIs -1 when
+    the packet is too short or ``nbytes`` too small)."""
     n = len(batch)
     lens = batch.lengths
-    buf = batch.buffer
-    off = batch.offsets
-    last = max(int(buf.size) - 1, 0)
-    short = np.nonzero(lens < nbytes)[0]
-    cols: dict[int, npt.NDArray[np.int64]] = {}
+    r = _rows(batch, nbytes)
+    w16 = r[:, : nbytes & ~1].view(">u2")
 
     def u8(i: int) -> npt.NDArray[np.int64]:
-        # one 1-D gather per byte read (much cheaper than a 2-D gather of the header)
-        c = cols.get(i)
-        if c is None:
-            if n == 0 or buf.size == 0:
-                c = np.zeros(n, dtype=_I64)
-            else:
-                c = buf[np.minimum(off + i, last)].astype(_I64)
-                if short.size:  # bytes past a packet's end read as 0
-                    c[short] = np.where(lens[short] > i, c[short], 0)
-            cols[i] = c
-        return c
+        return r[:, i].astype(_I64)
 
     def u16(i: int) -> npt.NDArray[np.int64]:
-        return np.asarray((u8(i) << 8) | u8(i + 1))
+        return w16[:, i >> 1].astype(_I64)
 
     def u32(i: int) -> npt.NDArray[np.int64]:
         if i + 4 > nbytes:
             return np.full(n, -1, dtype=_I64)
-        return np.asarray(np.where(lens >= i + 4, (u16(i) << 16) | u16(i + 2), -1))
+        v = (w16[:, i >> 1].astype(_I64) << 16) | w16[:, (i >> 1) + 1]
+        return np.asarray(np.where(lens >= i + 4, v, -1))
 
     b0 = u8(0)
     ihl = (b0 & 0xF) * 4
@@ -300,7 +313,7 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
     ah_spi = np.where(plain, u32(24), -1)
     odd = np.nonzero(~plain & (ihl > 20))[0]
     if odd.size:  # options (rare): read at the real header length
-        sub = batch[odd]
+        sub = _take(batch, odd)
         oihl = ihl[odd]
         sport[odd] = np.where(ports[odd], sub.u16_at(oihl, 0), 0)
         dport[odd] = np.where(ports[odd], sub.u16_at(oihl + 2, 0), 0)
@@ -320,27 +333,14 @@ def _ipsec_for(batch: PacketBatch, local: int) -> npt.NDArray[np.bool_]:
     out = (batch.lengths >= 20) & ((proto == 50) | (proto == 51))
     cand = np.nonzero(out)[0]
     if cand.size:
-        h = _header(batch[cand], 20)
+        h = _header(_take(batch, cand), 20)
         out[cand] = h.valid & (h.dst == local)
     return out
 
 
-def _join_parts(layer: Sequence[_Piece], sel: npt.NDArray[np.int64]) -> PacketBatch:
-    """Packets ``sel`` (positions in the concatenation of the layer's pieces) in one
-    batch, in that order."""
-    pieces = []
-    start = 0
-    for g, pk in layer:
-        inside = sel[(sel >= start) & (sel < start + g.size)]
-        if inside.size:
-            pieces.append((np.searchsorted(sel, inside), pk[inside - start]))
-        start += g.size
-    return _join(sel.size, pieces)
-
-
 def _join(n: int, pieces: Sequence[tuple[npt.NDArray[np.int64], PacketBatch]]) -> PacketBatch:
-    """One batch of ``n`` packets from pieces (positions, packets); later pieces win;
-    positions in no piece are empty."""
+    """One batch of ``n`` packets from pieces (positions, packets) in different buffers
+    (a copy of every piece); later pieces win; positions in no piece are empty."""
     off = np.zeros(n, dtype=_I64)
     lens = np.zeros(n, dtype=_I64)
     bufs = []
@@ -353,32 +353,78 @@ def _join(n: int, pieces: Sequence[tuple[npt.NDArray[np.int64], PacketBatch]]) -
         lens[idx] = b.lengths
         base += int(b.buffer.size)
     buf = np.concatenate(bufs) if bufs else np.zeros(0, dtype=_U8)
-    return PacketBatch(buf, off, lens)
+    return PacketBatch._trusted(buf, off, lens)
 
 
-def _chain(first: SaResult, stage: Callable[[PacketBatch], SaResult]) -> SaResult:
+def _copy_into(out: npt.NDArray[np.uint8], base: int, batch: PacketBatch) -> PacketBatch:
+    """The packets of ``batch`` copied back to back into ``out[base:]`` (room reserved
+    by the caller); the batch over ``out`` that holds them."""
+    n = len(batch)
+    lens = batch.lengths
+    rel = np.zeros(n, dtype=_I64)
+    if n > 1:
+        np.cumsum(lens[:-1], out=rel[1:])
+    total = int(lens.sum())
+    shift = batch.offsets - rel
+    if total and bool((shift == shift[0]).all()):  # already back to back: one slice copy
+        o = int(batch.offsets[0])
+        out[base:base + total] = batch.buffer[o:o + total]
+    elif total:
+        out[base:base + total] = batch.buffer[np.repeat(shift, lens)
+                                              + np.arange(total, dtype=_I64)]
+    return PacketBatch._trusted(out, rel + base, lens.copy())
+
+
+def _slots(sizes: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
+    """Back-to-back slots of ``sizes`` bytes: (offsets, total)."""
+    off = np.zeros(sizes.size, dtype=_I64)
+    if sizes.size > 1:
+        np.cumsum(sizes[:-1], out=off[1:])
+    return off, int(off[-1] + sizes[-1]) if sizes.size else 0
+
+
+_Stage = Callable[[PacketBatch, "npt.NDArray[np.int64] | None"], SaResult]
+
+
+def _then(first: SaResult, stage: _Stage, out_off: npt.NDArray[np.int64] | None) -> SaResult:
+    """Run ``stage`` on the packets that passed ``first`` (a failed packet keeps the first
+    stage's status and length 0); ``out_off``: the slots of the shared output buffer the
+    stage writes into (None: its own buffer)."""
     ok = first.status == 0
     if bool(ok.all()):
-        return stage(first.packets)
+        return stage(first.packets, out_off)
     idx = np.nonzero(ok)[0]
-    second = stage(first.packets[idx])
+    second = stage(_take(first.packets, idx), None if out_off is None else out_off[idx])
     status = first.status.copy()
     status[idx] = second.status
     n = len(status)
-    return SaResult(_join(n, [(idx, second.packets)]), status)
+    if out_off is None:
+        return SaResult(_join(n, [(idx, second.packets)]), status)
+    off = out_off.copy()
+    lens = np.zeros(n, dtype=_I64)
+    off[idx] = second.packets.offsets
+    lens[idx] = second.packets.lengths
+    return SaResult(PacketBatch._trusted(second.packets.buffer, off, lens), status)
 
 
-def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch) -> SaResult:
+def _out(out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64] | None
+         ) -> dict[str, Any]:
+    """Keyword arguments of an SA call: into ``out`` at ``out_off``, or its own buffer."""
+    return {} if out_off is None else {"out": out, "out_offsets": out_off}
+
+
+def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch, out: npt.NDArray[np.uint8],
+                 out_off: npt.NDArray[np.int64] | None) -> SaResult:
     """Decapsulate packets of an SA whose transform set says ``mode transport``: traffic
     between the peers came in transport mode, all other traffic in tunnel mode (the seed),
     and only the (encrypted) next header tells which. Decapsulate as transport, then turn
     next header 4 (IP-in-IP) into tunnel mode: check the inner IPv4 header and apply
     RFC 6040 §4.2 ECN decapsulation, as the core does for tunnel mode."""
-    res, nhs = sa._decapsulate(batch, _mode_ids()["transport"])
+    res, nhs = sa._decapsulate(batch, _TRANSPORT, **_out(out, out_off))
     tun = np.nonzero((res.status == 0) & (nhs == 4))[0]
     if tun.size == 0:
         return res
-    buf = res.packets.buffer  # fresh output of the core: ours to modify
+    buf = res.packets.buffer  # output of the core (our own buffer): ours to modify
     off = res.packets.offsets.copy()
     lens = res.packets.lengths.copy()
     status = res.status.copy()
@@ -413,38 +459,40 @@ def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch) -> SaResult:
     off[tun[ok]] = io[ok]
     lens[tun[ok]] = tot[ok]
     lens[status != 0] = 0
-    return SaResult(PacketBatch(buf, off, lens), status)
+    return SaResult(PacketBatch._trusted(buf, off, lens), status)
 
 
-def _groups(keys: npt.NDArray[np.int64]) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Rows of ``keys`` (n x k) grouped: [(key row, positions)], in key order.
+def _group_index(*cols: npt.NDArray[np.int64]
+                 ) -> tuple[list[list[int]], npt.NDArray[np.int64], list[int]]:
+    """Packets grouped by the key columns ``cols`` (1-D, equal lengths): (key of each
+    group, in key order; ``order``: the positions sorted by group; ``bounds``: group g is
+    ``order[bounds[g]:bounds[g + 1]]``).
 
     The columns are packed into one int64 when their ranges fit (the usual case), so
-    the grouping is one argsort of a 1-D array."""
-    n = keys.shape[0]
+    the grouping is one stable argsort of a 1-D array (a radix sort when the packed key
+    fits 16 bits: entry x ACE of a crypto map usually does)."""
+    n = cols[0].size
     if n == 0:
-        return []
-    lo = keys.min(axis=0)
-    span = keys.max(axis=0) - lo
-    bits = [int(x).bit_length() for x in span]
+        return [], np.zeros(0, dtype=_I64), [0]
+    lo = [int(c.min()) for c in cols]
+    bits = [(int(c.max()) - x).bit_length() for c, x in zip(cols, lo, strict=True)]
     if sum(bits) <= 62:
         packed = np.zeros(n, dtype=_I64)
-        for c, b in enumerate(bits):
+        for c, x, b in zip(cols, lo, bits, strict=True):
             if b:
-                packed = (packed << b) | (keys[:, c] - lo[c])
-        inv = packed
+                packed = (packed << b) | (c - x)
+        small = packed.astype(np.uint16) if sum(bits) <= 16 else packed
+        order = np.argsort(small, kind="stable")
+        si = packed[order]
+    else:
+        _, inv = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
         order = np.argsort(inv, kind="stable")
         si = inv[order]
-        starts = np.nonzero(np.r_[True, si[1:] != si[:-1]])[0]
-        ends = np.r_[starts[1:], n]
-        return [(keys[order[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    order = np.argsort(inv, kind="stable")
-    si = inv[order]
-    starts = np.nonzero(np.r_[True, si[1:] != si[:-1]])[0]
-    ends = np.r_[starts[1:], n]
-    return [(uniq[si[s]], order[s:e]) for s, e in zip(starts, ends, strict=True)]
+    starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]])
+    heads = order[starts]
+    keys = np.stack([c[heads] for c in cols], axis=1).tolist()
+    return keys, order.astype(_I64, copy=False), starts.tolist() + [n]
 
 
 def _ip(a: int) -> str:
@@ -906,8 +954,9 @@ class Router:
         if dom is None or len(batch) == 0:
             return st.result(batch, [], name, self, "send")
         final: list[_Piece] = []
+        spare: tuple[npt.NDArray[np.uint8], int] | None = None
         idx = np.nonzero(_version4(batch))[0]
-        cur = batch[idx]
+        cur = _take(batch, idx)
         cls = dom.spd.lookup(cur)
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
@@ -928,50 +977,86 @@ class Router:
                 st.entry[idx[m]] = ge
             reason = self._policy_drops(dom, le, f, m)
             keep = reason == 0
-            st.drop(idx[m[~keep]], reason[~keep])
-            m, ge, le, ace = m[keep], ge[keep], le[keep], ace[keep]
-            src, dst = f.src[m], f.dst[m]
+            if not keep.all():
+                st.drop(idx[m[~keep]], reason[~keep])
+                m, ge, le, ace = m[keep], ge[keep], le[keep], ace[keep]
             per_host = self._per_host[ge]
-            keys = np.stack([ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
-                             np.where(per_host, dst, 0)], axis=1)
-            layer: list[_Piece] = []
-            outer: list[tuple[npt.NDArray[np.int64], ...]] = []
-            for key, pos in _groups(keys):
-                scope: Scope = (int(key[0]), int(key[1]), int(key[2]), int(key[3]))
-                gi = idx[m[pos]]
+            if per_host.any():
+                src, dst = f.src[m], f.dst[m]
+                gkeys, order, bounds = _group_index(
+                    ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
+                    np.where(per_host, dst, 0))
+            else:
+                gkeys, order, bounds = _group_index(ge, ace)
+            sm = m[order]  # positions in cur, grouped by SA flow
+            pairs: list[SaPair | None] = []
+            for key in gkeys:
+                scope: Scope = (key[0], key[1], key[2], key[3]) if len(key) == 4 else (
+                    key[0], key[1], 0, 0)
                 pair = self.sad.lookup_outbound(dom.id, scope)
                 if pair is None:
                     pair = self._acquire(dom, scope, now, name)
+                pairs.append(pair)
+            # One output buffer for every SA of the layer: each packet gets a slot of its
+            # length + its SA's growth; the SAs write their packets straight into it.
+            counts = np.diff(bounds)
+            growth = np.array([self._growth(p) if p is not None else -1 for p in pairs],
+                              dtype=_I64)
+            s_len = cur.lengths[sm]
+            sizes = s_len + np.repeat(growth, counts)
+            sizes[sizes < s_len] = 0  # no SA: nothing written
+            slot, total = _slots(sizes)
+            room = 0
+            if depth == 0:  # and room for the bypassed packets, so that no join is needed
+                byp = st.verdict == Verdict.BYPASS
+                byp[idx[sm]] = False
+                room = int(batch.lengths[byp].sum())
+            out = np.empty(total + room, dtype=_U8)
+            if depth == 0:
+                spare = (out, total)
+            s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sm], s_len)
+            s_src, s_dst = f.src[sm], f.dst[sm]
+            s_status = np.zeros(sm.size, dtype=_U8)
+            s_olen = np.zeros(sm.size, dtype=_I64)
+            g_sa = np.full(len(pairs), -1, dtype=_I64)
+            g_proto = np.full(len(pairs), 50, dtype=_I64)
+            g_peer = np.full(len(pairs), -1, dtype=_I64)
+            for g, pair in enumerate(pairs):
+                a, b = bounds[g], bounds[g + 1]
                 if pair is None:
-                    st.drop(gi, Status.NO_SA)
+                    s_status[a:b] = Status.NO_SA
                     continue
-                status, parts = self._encap_pair(pair, dom, cur[m[pos]], src[pos], dst[pos],
-                                                 now)
-                ok = status == 0
-                st.drop(gi[~ok], status[~ok])
-                st.verdict[gi[ok]] = Verdict.PROTECT
-                if depth == 0:
-                    st.sa[gi[ok]] = pair.outer_outbound.id
-                applied[gi[ok], depth] = le[pos][ok]
-                proto = 51 if pair.outer_outbound.protocol == "ah" else 50
-                peer = int(ipaddress.IPv4Address(pair.peer))
-                for loc, pk in parts:
-                    good = np.nonzero(status[loc] == 0)[0]
-                    layer.append((gi[loc[good]], pk[good]))
-                    # our outer header: local -> peer, ESP / AH, the inner TOS copied
-                    tos = f.tos[m[pos]][loc[good]]
-                    outer.append((np.full(good.size, proto, dtype=_I64), tos,
-                                  np.full(good.size, peer, dtype=_I64)))
-            layer_peers = {int(o[2][0]) for o in outer if o[2].size}
-            if depth + 1 == self.nesting_depth or not layer or (
+                sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
+                s_status[a:b], s_olen[a:b] = self._encap_pair(
+                    pair, dom, sub, s_src[a:b], s_dst[a:b], now, out, slot[a:b])
+                rec = pair.outer_outbound
+                g_sa[g] = rec.id
+                g_proto[g] = 51 if rec.protocol == "ah" else 50
+                g_peer[g] = _addr(pair.peer)
+            gi = idx[sm]
+            ok = s_status == 0
+            if not ok.all():
+                st.drop(gi[~ok], s_status[~ok])
+            okp = np.nonzero(ok)[0]
+            gpos = gi[okp]
+            st.verdict[gpos] = Verdict.PROTECT
+            if depth == 0:
+                st.sa[gpos] = np.repeat(g_sa, counts)[okp]
+            applied[gpos, depth] = le[order][okp]
+            if okp.size == 0:
+                break
+            layer = PacketBatch._trusted(out, slot[okp], s_olen[okp])
+            odst = np.repeat(g_peer, counts)[okp]
+            layer_peers = set(g_peer[np.add.reduceat(ok, bounds[:-1]) > 0].tolist())
+            if depth + 1 == self.nesting_depth or (
                     len(layer_peers) == 1 and self._nest_peers(dom) <= layer_peers):
                 # (no entry could add a layer: every one that might is for the same peer)
-                final += layer
+                final.append((gpos, layer))
                 break
             # Evaluate the protected packets against the crypto map again (nesting), from
-            # their outer headers, without gathering them into one buffer first.
-            gpos = np.concatenate([g for g, _ in layer])
-            oproto, otos, odst = (np.concatenate(c) for c in zip(*outer, strict=True))
+            # their outer headers: local -> peer, ESP / AH, the inner TOS copied.
+            oproto = np.repeat(g_proto, counts)[okp]
+            otos = f.tos[sm][okp]
             osrc = np.full(gpos.size, dom.local_int, dtype=_I64)
             nl, na = dom.spd.lookup_fields(oproto, osrc, odst, otos)
             ge_all = np.maximum(nl, 0).astype(_I64) + dom.offset
@@ -981,20 +1066,17 @@ class Router:
             again = (nl >= 0) & (odst != self._entry_peer[ge_all]) & self._nests[ge_all]
             again &= ~(applied[gpos] == nl[:, None]).any(axis=1)
             if not again.any():
-                final += layer
+                final.append((gpos, layer))
                 break
-            start = 0
-            for g, pk in layer:
-                sel = ~again[start:start + g.size]
-                final.append((g[sel], pk[np.nonzero(sel)[0]]))
-                start += g.size
+            stay = np.nonzero(~again)[0]
+            final.append((gpos[stay], _take(layer, stay)))
             nxt = np.nonzero(again)[0]
-            cur = _join_parts(layer, nxt)
+            cur = _take(layer, nxt)
             idx = gpos[nxt]
             lists, aces = nl[nxt], na[nxt]
             bad = np.zeros(nxt.size, dtype=bool)
             f = _header(cur, 24)
-        return st.result(batch, final, name, self, "send")
+        return st.result(batch, final, name, self, "send", spare)
 
     def _nest_peers(self, dom: _Domain) -> set[int]:
         """Peers (-1: a host name) of the entries that may add a nested layer."""
@@ -1025,12 +1107,20 @@ class Router:
     def _count_hits(self, ge: npt.NDArray[np.int64], ace: npt.NDArray[np.int64]) -> None:
         if ge.size == 0:
             return
-        keys, counts = np.unique(ge * 65536 + ace, return_counts=True)
+        lo, width = int(ge.min()), int(ace.max()) + 1
+        span = (int(ge.max()) - lo + 1) * width
+        key = (ge - lo) * width + ace
+        if span <= 1 << 20:  # a histogram, not a sort
+            hist = np.bincount(key, minlength=span)
+            keys = np.flatnonzero(hist)
+            counts = hist[keys]
+        else:
+            keys, counts = np.unique(key, return_counts=True)
         for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-            re_ = self.entries[k >> 16]
+            re_ = self.entries[lo + k // width]
             if re_.acl is None or re_.spd.drop_all:
                 continue
-            a = k & 0xFFFF
+            a = k % width
             if a < len(re_.acl.entries):
                 re_.acl.count(re_.acl.entries[a].seq, c)
 
@@ -1055,34 +1145,52 @@ class Router:
             return self.sad.lookup_outbound(dom.id, scope)
         return None
 
+    @staticmethod
+    def _growth(pair: SaPair) -> int:
+        """Most bytes ``pair`` adds to a packet (its SAs' growth, ESP then AH)."""
+        return sum(rec.sa._max_growth(_TUNNEL if i == 0 else _TRANSPORT)
+                   for i, rec in enumerate(pair.outbound))
+
     def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch,
-                    src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], now: float
-                    ) -> tuple[npt.NDArray[np.uint8], list[_Piece]]:
-        """Protect ``sub`` with ``pair``: (status, [(positions in sub, packets)])."""
+                    src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], now: float,
+                    out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64]
+                    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        """Protect ``sub`` with ``pair``, packet i into ``out`` at ``out_off[i]`` (a slot
+        of its length + ``_growth(pair)``): (status, output lengths)."""
         n = len(sub)
         status = np.zeros(n, dtype=_U8)
         if pair.lifetime_kilobytes is not None:
             before = pair.bytes_out + np.cumsum(sub.lengths) - sub.lengths
             status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
-        todo = status == 0
-        tmask = np.zeros(n, dtype=bool)
-        if pair.mode == "transport":
-            # the seed: transport "is applicable only to traffic whose source and
-            # destination addresses are the IPsec peer addresses"
-            tmask = (src == dom.local_int) & (dst == int(ipaddress.IPv4Address(pair.peer)))
-        parts: list[_Piece] = []
-        ids = _mode_ids()
-        for mask, mode in ((todo & ~tmask, "tunnel"), (todo & tmask, "transport")):
-            sel = np.nonzero(mask)[0]
-            if sel.size == 0:
-                continue
-            res = self._protect(pair, sub if sel.size == n else sub[sel], ids[mode])
-            status[sel] = res.status
-            parts.append((sel, res.packets))
-        ok = status == 0
-        pair.encaps += int(ok.sum())
-        pair.bytes_out += int(sub.lengths[ok].sum())
-        if not ok.all():
+        if pair.mode != "transport" and not status.any():
+            res = self._protect(pair, sub, _TUNNEL, out, out_off)
+            status, olen = res.status, res.packets.lengths
+        else:
+            olen = np.zeros(n, dtype=_I64)
+            todo = status == 0
+            tmask = np.zeros(n, dtype=bool)
+            if pair.mode == "transport":
+                # the seed: transport "is applicable only to traffic whose source and
+                # destination addresses are the IPsec peer addresses"
+                tmask = (src == dom.local_int) & (dst == _addr(pair.peer))
+            for mask, mode_id in ((todo & ~tmask, _TUNNEL), (todo & tmask, _TRANSPORT)):
+                sel = np.nonzero(mask)[0]
+                if sel.size == 0:
+                    continue
+                if sel.size == n:
+                    res = self._protect(pair, sub, mode_id, out, out_off)
+                else:
+                    res = self._protect(pair, _take(sub, sel), mode_id, out, out_off[sel])
+                status[sel] = res.status
+                olen[sel] = res.packets.lengths
+        nbad = int(np.count_nonzero(status))
+        if nbad == 0:
+            pair.encaps += n
+            pair.bytes_out += int(sub.lengths.sum())
+        else:
+            ok = status == 0
+            pair.encaps += n - nbad
+            pair.bytes_out += int(sub.lengths[ok].sum())
             for label, c in status_counts(status[~ok]).items():
                 pair.send_errors[label] = pair.send_errors.get(label, 0) + c
         self._volume(pair, "outbound", now)
@@ -1092,23 +1200,27 @@ class Router:
             # the counter raises a rekey request like the lifetimes do
             seq = pair.outer_outbound.sa.seq
             limit = 0xFFFFFFFFFFFFFFFF if pair.outer_outbound.sa.esn else 0xFFFFFFFF
-            if bool((status == Status.SEQ_EXHAUSTED).any()) or seq >= limit:
+            if (nbad and bool((status == Status.SEQ_EXHAUSTED).any())) or seq >= limit:
                 self._expire(pair)
             elif not pair.soft_fired and seq >= self.soft_lifetime * limit:
                 self._soft(pair, "sequence", now)
-        return status, parts
+        return status, olen
 
     @staticmethod
-    def _protect(pair: SaPair, batch: PacketBatch, mode_id: int) -> SaResult:
+    def _protect(pair: SaPair, batch: PacketBatch, mode_id: int, out: npt.NDArray[np.uint8],
+                 out_off: npt.NDArray[np.int64]) -> SaResult:
+        """ESP first, AH outside it; the last SA writes into ``out`` at ``out_off``."""
         res: SaResult | None = None
-        for i, rec in enumerate(pair.outbound):  # ESP first, AH outside it
-            mid = mode_id if i == 0 else _mode_ids()["transport"]
-            sa = rec.sa
+        last = len(pair.outbound) - 1
+        for i, rec in enumerate(pair.outbound):
+            mid = mode_id if i == 0 else _TRANSPORT
 
-            def stage(b: PacketBatch, sa: SecurityAssociation = sa, mid: int = mid) -> SaResult:
-                return sa._encapsulate(b, mid, 4)
+            def stage(b: PacketBatch, o: npt.NDArray[np.int64] | None,
+                      sa: SecurityAssociation = rec.sa, mid: int = mid) -> SaResult:
+                return sa._encapsulate(b, mid, 4, **_out(out, o))
 
-            res = stage(batch) if res is None else _chain(res, stage)
+            o = out_off if i == last else None
+            res = stage(batch, o) if res is None else _then(res, stage, o)
         assert res is not None
         return res
 
@@ -1120,16 +1232,17 @@ class Router:
         if dom is None or len(batch) == 0:
             return st.result(batch, [], name, self, "recv")
         final: list[_Piece] = []
+        spare: tuple[npt.NDArray[np.uint8], int] | None = None
         idx = np.nonzero(_version4(batch))[0]
-        cur = batch[idx]
+        cur = _take(batch, idx)
         f = _header(cur)
         local = dom.local_int
         sec = f.valid & ((f.proto == 50) | (f.proto == 51)) & (f.dst == local)
         if not sec.all():
             clear = np.nonzero(~sec)[0]
-            self._inbound_clear(dom, st, idx[clear], cur[clear], f.take(clear))
+            self._inbound_clear(dom, st, idx[clear], _take(cur, clear), f.take(clear))
             keep = np.nonzero(sec)[0]
-            idx, cur, f = idx[keep], cur[keep], f.take(keep)
+            idx, cur, f = idx[keep], _take(cur, keep), f.take(keep)
         for depth in range(self.nesting_depth):
             if idx.size == 0:
                 break
@@ -1141,44 +1254,80 @@ class Router:
             if reason.any():
                 st.drop(idx[reason != 0], reason[reason != 0])
             go = np.nonzero(reason == 0)[0]
-            keys = np.stack([f.proto[go], spi[go]], axis=1)
-            layer: list[_Piece] = []
-            for key, pos in _groups(keys):
-                p = go[pos]
-                gi = idx[p]
-                rec = self.sad.lookup_inbound(dom.id, local, int(key[0]), int(key[1]))
+            if go.size == 0:
+                break
+            gkeys, order, bounds = _group_index(f.proto[go], spi[go])
+            sp = go[order]  # positions in cur, grouped by SA
+            # One output buffer for every SA of the layer (a packet never grows when
+            # opened: its slot is its own length), plus room for the bypassed packets.
+            s_len = cur.lengths[sp]
+            slot, total = _slots(s_len)
+            room = 0
+            if depth == 0:
+                byp = st.verdict == Verdict.BYPASS
+                byp[idx[sp]] = False
+                room = int(batch.lengths[byp].sum())
+            out = np.empty(total + room, dtype=_U8)
+            if depth == 0:
+                spare = (out, total)
+            s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sp], s_len)
+            s_status = np.zeros(sp.size, dtype=_U8)
+            s_ooff = slot.copy()
+            s_olen = np.zeros(sp.size, dtype=_I64)
+            recs: list[SaRecord | None] = []
+            for g, key in enumerate(gkeys):
+                a, b = bounds[g], bounds[g + 1]
+                rec = self.sad.lookup_inbound(dom.id, local, key[0], key[1])
                 if rec is None or rec.pair is None:
-                    st.drop(gi, Status.UNKNOWN_SPI)
+                    s_status[a:b] = Status.UNKNOWN_SPI
+                    recs.append(None)
                     continue
-                pair = rec.pair
-                status, parts = self._decap_pair(pair, dom, cur[p], now)
-                ok = status == 0
-                st.drop(gi[~ok], status[~ok])
-                st.entry[gi] = pair.entry
-                st.sa[gi] = rec.id
-                st.verdict[gi[ok]] = Verdict.PROTECT
-                for loc, pk in parts:
-                    good = np.nonzero(status[loc] == 0)[0]
-                    layer.append((gi[loc[good]], pk[good]))
-            if depth + 1 == self.nesting_depth or not layer:
-                final += layer
+                recs.append(rec)
+                sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
+                res = self._open_pair(rec.pair, sub, out, slot[a:b])
+                s_status[a:b] = res.status
+                s_ooff[a:b] = res.packets.offsets
+                s_olen[a:b] = res.packets.lengths
+            # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
+            counts = np.diff(bounds)
+            self._inner_flow(dom, recs, counts, s_status, out, s_ooff, s_olen)
+            g_entry = np.full(len(recs), -1, dtype=_I64)
+            g_sa = np.full(len(recs), -1, dtype=_I64)
+            for g, rec in enumerate(recs):
+                if rec is None or rec.pair is None:
+                    continue
+                a, b = bounds[g], bounds[g + 1]
+                self._count_in(rec.pair, s_status[a:b], s_len[a:b], now)
+                g_entry[g] = rec.pair.entry
+                g_sa[g] = rec.id
+            gi = idx[sp]
+            found = np.repeat(g_sa >= 0, counts)
+            st.entry[gi[found]] = np.repeat(g_entry, counts)[found]
+            st.sa[gi[found]] = np.repeat(g_sa, counts)[found]
+            ok = s_status == 0
+            if not ok.all():
+                st.drop(gi[~ok], s_status[~ok])
+            okp = np.nonzero(ok)[0]
+            gpos = gi[okp]
+            st.verdict[gpos] = Verdict.PROTECT
+            if okp.size == 0:
+                break
+            layer = PacketBatch._trusted(out, s_ooff[okp], s_olen[okp])
+            if depth + 1 == self.nesting_depth:
+                final.append((gpos, layer))
                 break
             # peel again what is still ESP / AH for us (nested protection)
-            gpos = np.concatenate([g for g, _ in layer])
-            more = np.concatenate([_ipsec_for(pk, local) for _, pk in layer])
+            more = _ipsec_for(layer, local)
             if not more.any():
-                final += layer
+                final.append((gpos, layer))
                 break
-            start = 0
-            for g, pk in layer:
-                sel = ~more[start:start + g.size]
-                final.append((g[sel], pk[np.nonzero(sel)[0]]))
-                start += g.size
+            stay = np.nonzero(~more)[0]
+            final.append((gpos[stay], _take(layer, stay)))
             nxt = np.nonzero(more)[0]
-            cur = _join_parts(layer, nxt)
+            cur = _take(layer, nxt)
             idx = gpos[nxt]
             f = _header(cur)
-        return st.result(batch, final, name, self, "recv")
+        return st.result(batch, final, name, self, "recv", spare)
 
     def _inbound_clear(self, dom: _Domain, st: _State, idx: npt.NDArray[np.int64],
                        cur: PacketBatch, f: _Hdr) -> None:
@@ -1199,57 +1348,109 @@ class Router:
         st.entry[idx[m]] = ge
         st.drop(idx[m], reason)
 
-    def _decap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, now: float
-                    ) -> tuple[npt.NDArray[np.uint8], list[_Piece]]:
-        """Open ``sub`` with ``pair``, then the inner-flow check: (status, pieces)."""
-        n = len(sub)
-        status = np.zeros(n, dtype=_U8)
+    def _open_pair(self, pair: SaPair, sub: PacketBatch, out: npt.NDArray[np.uint8],
+                   out_off: npt.NDArray[np.int64]) -> SaResult:
+        """Open ``sub`` with ``pair``, packet i into ``out`` at ``out_off[i]`` (a slot of
+        its length); kilobyte lifetimes first."""
         if pair.lifetime_kilobytes is not None:
             before = pair.bytes_in + np.cumsum(sub.lengths) - sub.lengths
-            status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
-        sel = np.nonzero(status == 0)[0]
-        res = self._unprotect(pair, sub if sel.size == n else sub[sel])
-        status[sel] = res.status
-        # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
-        okl = np.nonzero(res.status == 0)[0]
-        if okl.size:
-            inner = res.packets[okl]
-            le = pair.entry - dom.offset
-            ace = self._domains[pair.domain].spd.flow_match(le, inner, mirror=True)
-            _, a, hs, hd = pair.scope
-            if a >= 0:
-                good = ace == a
-            else:
-                fi = _header(inner)
-                good = (ace >= 0) & (fi.src == hd) & (fi.dst == hs)
-            status[sel[okl[~good]]] = Status.INNER_FLOW_MISMATCH
-        ok = status == 0
-        pair.decaps += int(ok.sum())
-        pair.bytes_in += int(sub.lengths[ok].sum())
-        if not ok.all():
+            expired = before >= pair.lifetime_kilobytes * 1024
+            if expired.any():
+                n = len(sub)
+                status = np.full(n, Status.LIFETIME_EXPIRED, dtype=_U8)
+                off = out_off.copy()
+                lens = np.zeros(n, dtype=_I64)
+                sel = np.nonzero(~expired)[0]
+                if sel.size:
+                    res = self._unprotect(pair, _take(sub, sel), out, out_off[sel])
+                    status[sel] = res.status
+                    off[sel] = res.packets.offsets
+                    lens[sel] = res.packets.lengths
+                return SaResult(PacketBatch._trusted(out, off, lens), status)
+        return self._unprotect(pair, sub, out, out_off)
+
+    def _inner_flow(self, dom: _Domain, recs: Sequence[SaRecord | None],
+                    counts: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
+                    out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
+                    lens: npt.NDArray[np.int64]) -> None:
+        """DESIGN.md §Policy 4 for every opened packet of a layer (grouped by SA as
+        ``counts`` says): status INNER_FLOW_MISMATCH where the inner packet is not in the
+        flow of the SA that carried it.
+
+        One classification of all inner packets (mirror) answers for every packet that
+        its own entry protects first: then that entry's list permits it at the ACE found.
+        Only the others are checked against their entry's list alone (``flow_match``)."""
+        okp = np.nonzero(status == 0)[0]
+        if okp.size == 0:
+            return
+        inner = PacketBatch._trusted(out, off[okp], lens[okp])
+        g_le = np.array([r.pair.entry - dom.offset if r is not None and r.pair is not None
+                         else -2 for r in recs], dtype=_I64)
+        g_ace = np.array([r.pair.scope[1] if r is not None and r.pair is not None else -1
+                          for r in recs], dtype=_I64)
+        grp = np.repeat(np.arange(len(recs), dtype=_I64), counts)[okp]
+        want = g_le[grp]
+        cls = dom.spd.lookup(inner, mirror=True)
+        first = (cls.status == 0) & (cls.lists == want)
+        ace = np.where(first, cls.entries, -1).astype(_I64)
+        rest = np.nonzero(~first)[0]
+        if rest.size:
+            for g in np.unique(grp[rest]).tolist():
+                pair = recs[g].pair  # type: ignore[union-attr]
+                assert pair is not None
+                sel = rest[grp[rest] == g]
+                ace[sel] = self._domains[pair.domain].spd.flow_match(
+                    pair.entry - dom.offset, _take(inner, sel), mirror=True)
+        a = g_ace[grp]
+        good = np.where(a >= 0, ace == a, ace >= 0)
+        hosts = np.nonzero(a < 0)[0]
+        if hosts.size:  # per-host SAs: the inner packet is between the SA's two hosts
+            fi = _header(_take(inner, hosts))
+            g_hs = np.array([r.pair.scope[2] if r is not None and r.pair is not None else -1
+                             for r in recs], dtype=_I64)
+            g_hd = np.array([r.pair.scope[3] if r is not None and r.pair is not None else -1
+                             for r in recs], dtype=_I64)
+            gh = grp[hosts]
+            good[hosts] &= (fi.src == g_hd[gh]) & (fi.dst == g_hs[gh])
+        status[okp[~good]] = Status.INNER_FLOW_MISMATCH
+
+    def _count_in(self, pair: SaPair, status: npt.NDArray[np.uint8],
+                  lengths: npt.NDArray[np.int64], now: float) -> None:
+        nbad = int(np.count_nonzero(status))
+        if nbad == 0:
+            pair.decaps += int(status.size)
+            pair.bytes_in += int(lengths.sum())
+        else:
+            ok = status == 0
+            pair.decaps += int(status.size) - nbad
+            pair.bytes_in += int(lengths[ok].sum())
             for label, c in status_counts(status[~ok]).items():
                 pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
         self._volume(pair, "inbound", now)
-        return status, [(sel, res.packets)]
 
     @staticmethod
-    def _unprotect(pair: SaPair, batch: PacketBatch) -> SaResult:
-        recs = list(reversed(pair.inbound))  # outermost (AH) first
-        ids = _mode_ids()
+    def _unprotect(pair: SaPair, batch: PacketBatch, out: npt.NDArray[np.uint8],
+                   out_off: npt.NDArray[np.int64]) -> SaResult:
+        """Outermost (AH) first; the innermost SA writes into ``out`` at ``out_off``."""
+        recs = list(reversed(pair.inbound))
         res: SaResult | None = None
+        last = len(recs) - 1
         for i, rec in enumerate(recs):
             sa = rec.sa
-            innermost = i == len(recs) - 1
-            if not innermost:
-                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
-                    return sa._decapsulate(b, ids["transport"])[0]
+            if i != last:
+                def stage(b: PacketBatch, o: npt.NDArray[np.int64] | None,
+                          sa: SecurityAssociation = sa) -> SaResult:
+                    return sa._decapsulate(b, _TRANSPORT, **_out(out, o))[0]
             elif pair.mode == "transport":
-                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
-                    return _decap_mixed(sa, b)
+                def stage(b: PacketBatch, o: npt.NDArray[np.int64] | None,
+                          sa: SecurityAssociation = sa) -> SaResult:
+                    return _decap_mixed(sa, b, out, o)
             else:
-                def stage(b: PacketBatch, sa: SecurityAssociation = sa) -> SaResult:
-                    return sa._decapsulate(b, ids["tunnel"])[0]
-            res = stage(batch) if res is None else _chain(res, stage)
+                def stage(b: PacketBatch, o: npt.NDArray[np.int64] | None,
+                          sa: SecurityAssociation = sa) -> SaResult:
+                    return sa._decapsulate(b, _TUNNEL, **_out(out, o))[0]
+            o = out_off if i == last else None
+            res = stage(batch, o) if res is None else _then(res, stage, o)
         assert res is not None
         return res
 
@@ -1302,17 +1503,34 @@ class _State:
         self.reason[idx] = reason
 
     def result(self, batch: PacketBatch, pieces: list[_Piece], ifname: str, router: Router,
-               direction: Literal["send", "recv"]) -> RouterResult:
+               direction: Literal["send", "recv"],
+               spare: tuple[npt.NDArray[np.uint8], int] | None = None) -> RouterResult:
+        """The RouterResult. ``spare``: the shared output buffer the pieces were written
+        into and where its room for the bypassed packets starts; when every piece is in
+        it, the result is that buffer (no join)."""
         dropped = self.verdict == Verdict.DROP
         if pieces:
             parts: list[_Piece] = []
             byp = np.nonzero(self.verdict == Verdict.BYPASS)[0]
+            shared = spare is not None and all(pk.buffer is spare[0] for _, pk in pieces)
             if byp.size:
-                kept = batch[byp]
-                if 2 * kept.nbytes < batch.buffer.size:
+                kept = _take(batch, byp)
+                if shared:
+                    assert spare is not None
+                    kept = _copy_into(spare[0], spare[1], kept)
+                elif 2 * kept.nbytes < batch.buffer.size:
                     kept = kept.compact()  # copy only the bypassed bytes
                 parts.append((byp, kept))
-            out = _join(self.n, parts + pieces)
+            if shared:
+                assert spare is not None
+                off = np.zeros(self.n, dtype=_I64)
+                lens = np.zeros(self.n, dtype=_I64)
+                for pos, pk in parts + pieces:
+                    off[pos] = pk.offsets
+                    lens[pos] = pk.lengths
+                out = PacketBatch._trusted(spare[0], off, lens)
+            else:
+                out = _join(self.n, parts + pieces)
         else:
             out = PacketBatch(batch.buffer, batch.offsets.copy(), batch.lengths.copy())
         if dropped.any():
