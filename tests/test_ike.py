@@ -126,6 +126,8 @@ def test_mode_is_part_of_the_transform_set() -> None:
     ("group14", None, True, 14),         # N accepts the PFS M asks for
     ("group19", "group19", True, 19),
     ("group5", "group5", True, 5),
+    ("group21", "group21", True, 21),
+    ("group24", "group24", False, None),  # RFC 5114's group: not supported
 ])
 def test_pfs(m_pfs: str | None, n_pfs: str | None, works: bool, group: int | None) -> None:
     p = pair(config(M_ADDR, N_ADDR, X_TO_Y, pfs=m_pfs),
@@ -139,7 +141,8 @@ def test_pfs(m_pfs: str | None, n_pfs: str | None, works: bool, group: int | Non
         assert gi == gr and len(gi) > 0
     else:
         (f,) = p.net.failures
-        assert f.phase == 2 and "demands PFS" in f.reason
+        assert f.phase == 2
+        assert ("not supported" if m_pfs == "group24" else "demands PFS") in f.reason
 
 
 def test_pre_shared_key_mismatch_fails_phase1() -> None:

@@ -67,7 +67,8 @@ def _pi_bits(bits: int) -> int:
 
 # RFC 2409 §6.1-6.2 and RFC 3526 §2-3: p = 2^n - 2^(n-64) - 1 + 2^64 * ([2^(n-130) pi] + k)
 @pytest.mark.parametrize(("group", "n", "k"), [(1, 768, 149686), (2, 1024, 129093),
-                                               (5, 1536, 741804), (14, 2048, 124476)])
+                                               (5, 1536, 741804), (14, 2048, 124476),
+                                               (15, 3072, 1690314), (16, 4096, 240904)])
 def test_modp_primes_from_pi(group: int, n: int, k: int) -> None:
     assert MODP_PRIMES[group] == 2**n - 2**(n - 64) - 1 + 2**64 * (_pi_bits(n - 130) + k)
 
@@ -83,7 +84,7 @@ def test_diffie_hellman_shared_secret_is_equal(group: int) -> None:
         # the secret really is (g^b)^a mod p for the public values exchanged
         assert int.from_bytes(s1, "big") < MODP_PRIMES[group]
     else:
-        size = ECP_CURVES[group]().key_size // 8
+        size = (ECP_CURVES[group]().key_size + 7) // 8
         assert len(a.public) == 2 * size and len(s1) == size  # x | y; x of the product
     c = DiffieHellman(group)
     assert c.shared(a.public) != s1
