@@ -285,9 +285,7 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
     lens = batch.lengths
     r = _rows(batch, nbytes)
     w16 = r[:, : nbytes & ~1].view(">u2")
-
-    def u8(i: int) -> npt.NDArray[np.int64]:
-        return r[:, i].astype(_I64)
+    whole = n == 0 or int(lens.min()) >= nbytes  # no packet shorter than what is read
 
     def u16(i: int) -> npt.NDArray[np.int64]:
         return w16[:, i >> 1].astype(_I64)
@@ -295,22 +293,28 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
     def u32(i: int) -> npt.NDArray[np.int64]:
         if i + 4 > nbytes:
             return np.full(n, -1, dtype=_I64)
-        v = (w16[:, i >> 1].astype(_I64) << 16) | w16[:, (i >> 1) + 1]
-        return np.asarray(np.where(lens >= i + 4, v, -1))
+        v = (u16(i) << 16) | w16[:, (i >> 1) + 1]
+        return v if whole else np.asarray(np.where(lens >= i + 4, v, -1))
 
-    b0 = u8(0)
-    ihl = (b0 & 0xF) * 4
+    b0 = r[:, 0]
+    ihl = (b0 & 0xF).astype(_I64) * 4
     total = u16(2)
-    valid = ((b0 >> 4) == 4) & (ihl >= 20) & (lens >= ihl) & (total >= ihl) & (total <= lens)
+    # total >= ihl and total <= length: the packet holds its header
+    valid = ((b0 >> 4) == 4) & (ihl >= 20) & (total >= ihl) & (total <= lens)
     fw = u16(6)
     frag = fw & 0x1FFF
-    proto = u8(9)
+    proto = r[:, 9].astype(_I64)
     ports = valid & (frag == 0) & ((proto == 6) | (proto == 17)) & (lens >= ihl + 4)
     plain = ihl == 20
-    sport = np.where(ports & plain, u16(20) if nbytes >= 24 else 0, 0)
-    dport = np.where(ports & plain, u16(22) if nbytes >= 24 else 0, 0)
+    if nbytes >= 24:
+        pp = ports & plain
+        sport = np.where(pp, u16(20), 0)
+        dport = np.where(pp, u16(22), 0)
+    else:
+        sport = np.zeros(n, dtype=_I64)
+        dport = np.zeros(n, dtype=_I64)
     esp_spi = np.where(plain, u32(20), -1)
-    ah_spi = np.where(plain, u32(24), -1)
+    ah_spi = np.where(plain, u32(24), -1) if nbytes >= 28 else np.full(n, -1, dtype=_I64)
     odd = np.nonzero(~plain & (ihl > 20))[0]
     if odd.size:  # options (rare): read at the real header length
         sub = _take(batch, odd)
@@ -319,8 +323,8 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
         dport[odd] = np.where(ports[odd], sub.u16_at(oihl + 2, 0), 0)
         esp_spi[odd] = sub.u32_at(oihl, -1)
         ah_spi[odd] = sub.u32_at(oihl + 4, -1)
-    return _Hdr(valid, ihl, u8(1), proto, u32(12), u32(16), sport, dport, (fw >> 13) & 1,
-                frag, esp_spi, ah_spi)
+    return _Hdr(valid, ihl, r[:, 1].astype(_I64), proto, u32(12), u32(16), sport, dport,
+                (fw >> 13) & 1, frag, esp_spi, ah_spi)
 
 
 def _ipsec_for(batch: PacketBatch, local: int) -> npt.NDArray[np.bool_]:
@@ -1035,16 +1039,19 @@ class Router:
                 g_peer[g] = _addr(pair.peer)
             gi = idx[sm]
             ok = s_status == 0
-            if not ok.all():
+            if ok.all():
+                okp: npt.NDArray[np.int64] | slice = slice(None)
+                gpos = gi
+            else:
                 st.drop(gi[~ok], s_status[~ok])
-            okp = np.nonzero(ok)[0]
-            gpos = gi[okp]
+                okp = np.nonzero(ok)[0]
+                gpos = gi[okp]
+                if gpos.size == 0:
+                    break
             st.verdict[gpos] = Verdict.PROTECT
             if depth == 0:
                 st.sa[gpos] = np.repeat(g_sa, counts)[okp]
             applied[gpos, depth] = le[order][okp]
-            if okp.size == 0:
-                break
             layer = PacketBatch._trusted(out, slot[okp], s_olen[okp])
             odst = np.repeat(g_peer, counts)[okp]
             layer_peers = set(g_peer[np.add.reduceat(ok, bounds[:-1]) > 0].tolist())
@@ -1089,15 +1096,19 @@ class Router:
 
     def _ike(self, f: Any, dom: _Domain) -> npt.NDArray[np.bool_]:
         local = dom.local_int
-        ports = np.isin(f.sport, IKE_PORTS) | np.isin(f.dport, IKE_PORTS)
-        return np.asarray(f.valid & (f.proto == 17) & ports & ((f.src == local) | (f.dst == local)))
+        out = f.valid & (f.proto == 17) & ((f.src == local) | (f.dst == local))
+        cand = np.nonzero(out)[0]  # (few: UDP to or from this router)
+        if cand.size:
+            out[cand] = np.isin(f.sport[cand], IKE_PORTS) | np.isin(f.dport[cand], IKE_PORTS)
+        return np.asarray(out)
 
     def _policy_drops(self, dom: _Domain, le: npt.NDArray[np.int32], f: Any,
                       m: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
         """Drop reasons for packets a permit caught: no-acl, multicast / broadcast
         (DESIGN.md §Policy 9), IPv4 options; 0 where the packet goes on."""
         reason = np.zeros(m.size, dtype=_U8)
-        reason[dom.spd.drop_all[le]] = Status.NO_ACL
+        if dom.spd.drop_all.any():
+            reason[dom.spd.drop_all[le]] = Status.NO_ACL
         mc, bc = group_destinations(f.dst[m], self._broadcasts)
         reason[(reason == 0) & mc] = Status.MULTICAST
         reason[(reason == 0) & bc] = Status.BROADCAST
@@ -1305,13 +1316,16 @@ class Router:
             st.entry[gi[found]] = np.repeat(g_entry, counts)[found]
             st.sa[gi[found]] = np.repeat(g_sa, counts)[found]
             ok = s_status == 0
-            if not ok.all():
+            if ok.all():
+                okp: npt.NDArray[np.int64] | slice = slice(None)
+                gpos = gi
+            else:
                 st.drop(gi[~ok], s_status[~ok])
-            okp = np.nonzero(ok)[0]
-            gpos = gi[okp]
+                okp = np.nonzero(ok)[0]
+                gpos = gi[okp]
+                if gpos.size == 0:
+                    break
             st.verdict[gpos] = Verdict.PROTECT
-            if okp.size == 0:
-                break
             layer = PacketBatch._trusted(out, s_ooff[okp], s_olen[okp])
             if depth + 1 == self.nesting_depth:
                 final.append((gpos, layer))
