@@ -317,7 +317,8 @@ class Negotiation:
     responder_pair: SaPair = field(repr=False)
     rekey: bool = False
     isakmp: IsakmpSa | None = field(default=None, repr=False)
-    # the quick mode's inputs, kept so that tests can recompute KEYMAT independently
+    # the quick mode's inputs, kept so that tests can recompute KEYMAT independently;
+    # emptied once both SA pairs are gone (and by ``Network.close``)
     nonces: tuple[bytes, bytes] = field(default=(b"", b""), repr=False)
     pfs_secrets: tuple[bytes, bytes] = field(default=(b"", b""), repr=False)
     spis: dict[str, tuple[int, int]] = field(default_factory=dict)  # proto -> (I in, R in)
@@ -905,6 +906,11 @@ class Network:
         return list(self._temporary.get(id(router), []))
 
     def _prune(self) -> None:
+        # the quick mode's secrets go with the last SA they keyed
+        for neg in self.negotiations:
+            if neg.pfs_secrets != (b"", b"") and not (neg.initiator_pair.alive
+                                                      or neg.responder_pair.alive):
+                neg.pfs_secrets = neg.nonces = (b"", b"")
         for router in self.routers:
             temps = self._temporary.get(id(router))
             if not temps:
@@ -941,6 +947,8 @@ class Network:
         for sa in self._isakmp:
             sa.wipe()
         self._isakmp.clear()
+        for neg in self.negotiations:
+            neg.pfs_secrets = neg.nonces = (b"", b"")
 
     # -- show -------------------------------------------------------------------------------
     def isakmp_sas(self, router: Router) -> list[IsakmpSa]:

@@ -596,3 +596,16 @@ def test_clear_crypto_isakmp_and_close() -> None:
     assert [s.status for s in p.net.isakmp_sas(p.m)] == ["DELETED", "ACTIVE"]
     p.net.close()
     assert p.net.isakmp_sas(p.m) == []
+    assert all(n.nonces == n.pfs_secrets == (b"", b"") for n in p.net.negotiations)
+
+
+def test_quick_mode_secrets_go_with_their_sas() -> None:
+    p = pair(config(M_ADDR, N_ADDR, X_TO_Y, pfs="group5"), config(N_ADDR, M_ADDR, Y_TO_X))
+    round_trip(p.m, p.n, [udp(HOST_A, HOST_B)])
+    (neg,) = p.net.negotiations
+    assert neg.pfs_secrets[0] and neg.nonces[0]
+    p.m.clear_crypto_sa()
+    assert neg.pfs_secrets[0], "N still holds its pair"
+    p.n.clear_crypto_sa()
+    p.net.temporary_entries(p.n)  # any query prunes
+    assert neg.pfs_secrets == neg.nonces == (b"", b"")
