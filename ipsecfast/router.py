@@ -243,11 +243,16 @@ class _Hdr(NamedTuple):
         return _Hdr(*(a[sel] for a in self))  # type: ignore[arg-type]
 
 
-def _version4(batch: PacketBatch) -> npt.NDArray[np.bool_]:
-    if batch.buffer.size == 0:
-        return np.zeros(len(batch), dtype=bool)
-    first = batch.buffer[np.minimum(batch.offsets, batch.buffer.size - 1)]
-    return np.asarray((batch.lengths > 0) & ((first >> 4) == 4))
+def _ipv4_rows(batch: PacketBatch, nbytes: int
+               ) -> tuple[npt.NDArray[np.int64], PacketBatch, npt.NDArray[np.uint8]]:
+    """(positions of the IPv4 packets, those packets, their first ``nbytes`` bytes): one
+    gather serves the version check and the header fields."""
+    rows = _rows(batch, nbytes)
+    v4 = (rows[:, 0] >> 4) == 4  # an empty packet reads as 0
+    if v4.all():
+        return np.arange(len(batch), dtype=_I64), batch, rows
+    idx = np.nonzero(v4)[0]
+    return idx, _take(batch, idx), rows[idx]
 
 
 def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
@@ -277,13 +282,15 @@ def _rows(batch: PacketBatch, nbytes: int) -> npt.NDArray[np.uint8]:
     return rows
 
 
-def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES) -> _Hdr:
+def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES,
+            rows: npt.NDArray[np.uint8] | None = None) -> _Hdr:
     """Fields of every packet from its first ``nbytes`` bytes (the rules of
     ``PacketBatch.ipv4_fields``; ports only for TCP / UDP first fragments; SPIs -1 when
-    the packet is too short or ``nbytes`` too small)."""
+    the packet is too short or ``nbytes`` too small). ``rows``: ``_rows(batch, nbytes)``
+    if the caller has it."""
     n = len(batch)
     lens = batch.lengths
-    r = _rows(batch, nbytes)
+    r = _rows(batch, nbytes) if rows is None else rows
     w16 = r[:, : nbytes & ~1].view(">u2")
     whole = n == 0 or int(lens.min()) >= nbytes  # no packet shorter than what is read
 
@@ -959,12 +966,11 @@ class Router:
             return st.result(batch, [], name, self, "send")
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
-        idx = np.nonzero(_version4(batch))[0]
-        cur = _take(batch, idx)
+        idx, cur, rows = _ipv4_rows(batch, 24)  # no AH SPI needed outbound
         cls = dom.spd.lookup(cur)
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
-        f = _header(cur, 24)  # no AH SPI needed outbound
+        f = _header(cur, 24, rows)
         applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
         for depth in range(self.nesting_depth):
             matched = (lists >= 0) & ~bad
@@ -1244,9 +1250,8 @@ class Router:
             return st.result(batch, [], name, self, "recv")
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
-        idx = np.nonzero(_version4(batch))[0]
-        cur = _take(batch, idx)
-        f = _header(cur)
+        idx, cur, rows = _ipv4_rows(batch, _HDR_BYTES)
+        f = _header(cur, _HDR_BYTES, rows)
         local = dom.local_int
         sec = f.valid & ((f.proto == 50) | (f.proto == 51)) & (f.dst == local)
         if not sec.all():
