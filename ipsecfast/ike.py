@@ -775,7 +775,8 @@ class Network:
         if ey.spd.drop_all:
             raise _Refused(2, f"{label}: its access list is empty or undefined "
                               "(the router drops all packets)")
-        acl = ey.spd.acl
+        # (ey.spd.acl of such an entry may hold its temporary entries' flows)
+        acl = None if ey.config.match_address is None else ey.spd.acl
         if acl is None:  # a dynamic entry without match address accepts any flow
             ace_idx = -1
             ace = _mirror_ace(prop_ace)
@@ -890,14 +891,28 @@ class Network:
     def _temporary_entry(self, resp: Router, offer: _Offer, peer: str, secs: int, kb: int
                          ) -> TemporaryEntry:
         ey = offer.entry
-        dyn_name = ey.config.map_name
+        temps = self._temporary.setdefault(id(resp), [])
+        flow = offer.ace.render()
+        same_flow = [t for t in temps if t.entry == ey.index and t.alive
+                     and t.ace.render() == flow]
+        for t in same_flow:
+            if t.peer == peer:
+                # new SAs for a live entry (a rekey): the entry lives on, with the values
+                # of this negotiation
+                t.transform_set = offer.responder_ts.name
+                t.transforms = offer.responder_ts.transforms.render()
+                t.pfs, t.lifetime_seconds, t.lifetime_kilobytes = offer.pfs, secs, kb
+                return t
         temp = TemporaryEntry(
-            ey.map_name, ey.seq, ey.label, dyn_name, ey.index, peer,
+            ey.map_name, ey.seq, ey.label, ey.config.map_name, ey.index, peer,
             offer.responder_ts.name, offer.responder_ts.transforms.render(), offer.pfs,
-            secs, kb, offer.ace, patched=ey.spd.acl is None)
-        self._temporary.setdefault(id(resp), []).append(temp)
+            secs, kb, same_flow[0].ace if same_flow else offer.ace,
+            patched=ey.config.match_address is None)
+        # the same flow from another peer shares the permit (the SA scope), so that the
+        # new SAs take the flow's traffic: the peer last heard from
+        temps.append(temp)
         if temp.patched:
-            _patch_template(resp, ey.index, self._temporary[id(resp)])
+            _patch_template(resp, ey.index, temps)
         return temp
 
     def temporary_entries(self, router: Router) -> list[TemporaryEntry]:

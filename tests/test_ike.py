@@ -609,3 +609,68 @@ def test_quick_mode_secrets_go_with_their_sas() -> None:
     p.n.clear_crypto_sa()
     p.net.temporary_entries(p.n)  # any query prunes
     assert neg.pfs_secrets == neg.nonces == (b"", b"")
+
+
+def _hub_and_spokes(clock: Clock, life: str = "") -> tuple[Router, Router, Router, Network]:
+    """A hub with only a dynamic map without an access list, and two spokes."""
+    hub = Router(parse_config(config("192.0.2.1", [], None, key_for="0.0.0.0 0.0.0.0",
+                                     dynamic=" set transform-set T")), clock=clock)
+    spokes = [Router(parse_config(config(
+        f"192.0.2.{10 + i}", "192.0.2.1",
+        f"permit ip 10.{10 + i}.0.0 0.0.255.255 10.0.0.0 0.0.255.255", entry=life)),
+        clock=clock) for i in (1, 2)]
+    net = Network()
+    for r in (hub, *spokes):
+        net.add(r)
+    return hub, spokes[0], spokes[1], net
+
+
+def test_dynamic_hub_without_acl_serves_two_spokes() -> None:
+    hub, s1, s2, net = _hub_and_spokes(Clock())
+    assert round_trip(s1, hub, [udp("10.11.0.1", "10.0.0.1")]) == ([PROTECT], True)
+    assert round_trip(s2, hub, [udp("10.12.0.1", "10.0.0.1")]) == ([PROTECT], True)
+    assert round_trip(hub, s1, [udp("10.0.0.1", "10.11.0.1")]) == ([PROTECT], True)
+    assert round_trip(hub, s2, [udp("10.0.0.1", "10.12.0.1")]) == ([PROTECT], True)
+    assert sorted(t.peer for t in net.temporary_entries(hub)) == ["192.0.2.11", "192.0.2.12"]
+    assert net.failures == []
+    # one spoke's SAs go: its temporary entry goes, the other one's traffic goes on
+    s1.clear_crypto_sa()
+    hub.clear_crypto_sa(peer="192.0.2.11")
+    assert [t.peer for t in net.temporary_entries(hub)] == ["192.0.2.12"]
+    assert round_trip(hub, s2, [udp("10.0.0.1", "10.12.0.1")]) == ([PROTECT], True)
+    assert hub.outbound(IF, batch(udp("10.0.0.1", "10.11.0.1"))).verdict.tolist() == [BYPASS]
+
+
+def test_dynamic_hub_keeps_sending_through_a_spoke_rekey() -> None:
+    """The spoke rekeys at its soft lifetime; the hub's temporary entry lives on with the
+    new SAs, which take its traffic at once; nothing is lost either way."""
+    clock = Clock()
+    hub, s1, _, net = _hub_and_spokes(clock, " set security-association lifetime seconds 200")
+    for step in range(100):
+        assert round_trip(s1, hub, [udp("10.11.0.1", "10.0.0.1", 1000 + step)]) == (
+            [PROTECT], True), step
+        assert round_trip(hub, s1, [udp("10.0.0.1", "10.11.0.1", 53, 1000 + step)]) == (
+            [PROTECT], True), step
+        clock.t += 5
+    assert sum(n.rekey for n in net.negotiations) >= 2 and net.failures == []
+    (temp,) = net.temporary_entries(hub)
+    assert len(temp.pairs) in (1, 2)
+
+
+def test_same_flow_from_another_spoke_takes_the_hub_traffic() -> None:
+    """Two spokes negotiate the same flow with the hub: the hub's traffic for it goes to
+    the one heard from last (the seed's load sharing rule, seen from the responder)."""
+    clock = Clock()
+    hub = Router(parse_config(config("192.0.2.1", [], None, key_for="0.0.0.0 0.0.0.0",
+                                     dynamic=" set transform-set T")), clock=clock)
+    acl = "permit ip 10.11.0.0 0.0.255.255 10.0.0.0 0.0.255.255"
+    s1 = Router(parse_config(config("192.0.2.11", "192.0.2.1", acl)), clock=clock)
+    s2 = Router(parse_config(config("192.0.2.12", "192.0.2.1", acl)), clock=clock)
+    net = Network()
+    for r in (hub, s1, s2):
+        net.add(r)
+    assert round_trip(s1, hub, [udp("10.11.0.1", "10.0.0.1")]) == ([PROTECT], True)
+    assert round_trip(hub, s1, [udp("10.0.0.1", "10.11.0.1")]) == ([PROTECT], True)
+    assert round_trip(s2, hub, [udp("10.11.0.1", "10.0.0.1")]) == ([PROTECT], True)
+    assert round_trip(hub, s2, [udp("10.0.0.1", "10.11.0.1")]) == ([PROTECT], True)
+    assert len(net.temporary_entries(hub)) == 2
