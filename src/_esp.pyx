@@ -534,6 +534,19 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi, const uint8_t 
     return ST_OK
 
 
+cdef inline int gcm_open_params(ssl.EVP_CIPHER_CTX *c, const uint8_t *iv, uint8_t *tag,
+                                int tag_len) noexcept nogil:
+    """Start an AES-GCM decryption: the ESP IV as the nonce's invocation field (the salt is
+    the fixed field, set once) and the expected tag, in one parameter call; 1 on success."""
+    cdef ssl.OSSL_PARAM params[3]
+    params[0] = ssl.OSSL_PARAM_construct_octet_string(
+        ssl.OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV, <void *>iv, 8)
+    params[1] = ssl.OSSL_PARAM_construct_octet_string(ssl.OSSL_CIPHER_PARAM_AEAD_TAG, tag,
+                                                      tag_len)
+    params[2] = ssl.OSSL_PARAM_construct_end()
+    return ssl.EVP_CIPHER_CTX_set_params(c, params)
+
+
 cdef int esp_open(Sa *s, const uint8_t *esp, int clen, uint8_t *dst, uint32_t seq_hi) noexcept nogil:
     """Verify the ICV (HMAC first, RFC 4303 §3.4.4) then decrypt into dst[0:clen]."""
     cdef const uint8_t *iv = esp + 8
@@ -569,11 +582,15 @@ cdef int esp_open(Sa *s, const uint8_t *esp, int clen, uint8_t *dst, uint32_t se
         if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1:
             return ST_INTERNAL
     else:
-        esp_nonce(s, iv, nonce)
         alen = esp_aad(s, esp, seq_hi, aad)
         memcpy(tag, icv, s.icv_len)
-        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 0) != 1:
-            return ST_INTERNAL
+        if s.cipher == C_AES_GCM or s.cipher == C_AES_GMAC:
+            if gcm_open_params(c, iv, tag, s.icv_len) != 1:
+                return ST_INTERNAL
+        else:
+            esp_nonce(s, iv, nonce)
+            if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 0) != 1:
+                return ST_INTERNAL
         if s.cipher == C_AES_CCM:
             # RFC 4309: the tag is needed before the data; a wrong tag fails the update
             if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, s.icv_len, tag) != 1:
@@ -594,8 +611,9 @@ cdef int esp_open(Sa *s, const uint8_t *esp, int clen, uint8_t *dst, uint32_t se
         else:
             if ssl.EVP_CipherUpdate(c, dst, &n, body, clen) != 1:
                 return ST_INTERNAL
-        if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, s.icv_len, tag) != 1:
-            return ST_INTERNAL
+        if s.cipher == C_CHACHA20_POLY1305:
+            if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_SET_TAG, s.icv_len, tag) != 1:
+                return ST_INTERNAL
         if ssl.EVP_CipherFinal_ex(c, nonce, &n) != 1:
             ssl.ERR_clear_error()
             return ST_ICV_MISMATCH
@@ -1132,8 +1150,9 @@ cdef int _hmac_setup(Sa *s, int auth, const uint8_t[::1] key) except -1:
 
 
 cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint8_t *key,
-                                     int icv_len, int enc) except NULL:
+                                     int icv_len, int enc, uint8_t *salt) except NULL:
     cdef ssl.EVP_CIPHER_CTX *c = _cctx_new()
+    cdef ssl.OSSL_PARAM params[2]
     cdef int ok
     if c == NULL:
         raise MemoryError()
@@ -1147,6 +1166,13 @@ cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint
         # Decrypting CBC with padding on would hold the last block back for Final. Only
         # there: a no-padding context makes every per-packet Init re-send the setting.
         ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
+    if not enc and (cipher == C_AES_GCM or cipher == C_AES_GMAC):
+        # RFC 4106 §4: nonce = salt (the fixed field, set once) || ESP IV (the invocation
+        # field, set per packet by gcm_open_params)
+        params[0] = ssl.OSSL_PARAM_construct_octet_string(
+            ssl.OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, salt, 4)
+        params[1] = ssl.OSSL_PARAM_construct_end()
+        ok = ok and ssl.EVP_CIPHER_CTX_set_params(c, params)
     if not ok:
         _cctx_free(c)
         raise InternalError(f"cipher setup failed: {_drain_errors()}")
@@ -1237,8 +1263,8 @@ cdef class SaCore:
         try:
             if cipher != C_NULL:
                 alg = _fetch_cipher(_cipher_name(cipher, keylen - salt))
-                self.s.enc = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 1)
-                self.s.dec = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 0)
+                self.s.enc = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 1, self.s.salt)
+                self.s.dec = _cipher_ctx(alg, cipher, &cipher_key[0], icv_len, 0, self.s.salt)
             if auth != A_NONE:
                 _hmac_setup(&self.s, auth, auth_key)
         except BaseException:

@@ -27,6 +27,29 @@ cdef extern from "openssl/evp.h" nogil:
     int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX *ctx, int pad)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
+# AES-GCM decryption per packet: the IV's invocation field and the expected tag in one
+# parameter call, instead of EVP_CipherInit_ex (which looks the IV length up through the
+# provider's parameters first) plus a SET_TAG ctrl.
+cdef extern from "openssl/core.h" nogil:
+    ctypedef struct OSSL_PARAM:
+        const char *key
+        unsigned int data_type
+        void *data
+        size_t data_size
+        size_t return_size
+
+cdef extern from "openssl/params.h" nogil:
+    OSSL_PARAM OSSL_PARAM_construct_octet_string(const char *key, void *buf, size_t bsize)
+    OSSL_PARAM OSSL_PARAM_construct_end()
+
+cdef extern from "openssl/core_names.h" nogil:
+    const char *OSSL_CIPHER_PARAM_AEAD_TAG
+    const char *OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED       # fixed field: the RFC 4106 salt
+    const char *OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV     # invocation field: the ESP IV
+
+cdef extern from "openssl/evp.h" nogil:
+    int EVP_CIPHER_CTX_set_params(EVP_CIPHER_CTX *ctx, const OSSL_PARAM params[])
+
 # HMAC per packet: the low-level digests, whose state is a plain struct that a per-packet
 # copy of the precomputed inner / outer states duplicates without an allocation
 # (EVP_MD_CTX_copy_ex frees and mallocs the provider state every time in OpenSSL 3.0).

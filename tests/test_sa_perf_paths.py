@@ -262,3 +262,31 @@ def test_stream_encapsulation_of_an_empty_payload(spec: str) -> None:
     res = sa._esp_payload_encapsulate(PacketBatch.from_list([b""]), 59)
     assert res.status.tolist() == [0]
     assert strip_trailer(open_stream(spec, ck, res.packets[0], ak)) == (b"", 59)
+
+
+@pytest.mark.parametrize("spec", ["esp-gcm", "esp-gcm 256", "esp-gmac", "esp-chacha20-poly1305"])
+def test_aead_decapsulation_with_forgeries_in_between(spec: str) -> None:
+    # AES-GCM / GMAC set the IV's invocation field and the tag per packet by parameter
+    # (the salt is set once): a rejected packet must not disturb the next one.
+    klen = {"esp-gcm": 20, "esp-gcm 256": 36, "esp-gmac": 20, "esp-chacha20-poly1305": 36}
+    ck = os.urandom(klen[spec])
+    tx = SecurityAssociation("esp", 0x55, spec, ck, None, local=LOCAL, peer=PEER)
+    rx = SecurityAssociation("esp", 0x55, spec, ck, None, local=PEER, peer=LOCAL)
+    b = batch_of(SIZES, 9)
+    wires = tx.encapsulate(b).packets.to_list()
+    forged = []
+    for i, w in enumerate(wires):
+        if i % 3 == 1:
+            k = 28 + i % (len(w) - 28)              # IV, payload, trailer or ICV byte
+            w = w[:k] + bytes([w[k] ^ 1]) + w[k + 1:]
+        forged.append(w)
+    res = rx.decapsulate(PacketBatch.from_list(forged))
+    status, out = np.asarray(res.status), res.packets.to_list()
+    for i, orig in enumerate(b.to_list()):
+        if i % 3 == 1:
+            assert status[i] == 7 and out[i] == b""     # ICV_MISMATCH, nothing released
+        else:
+            assert status[i] == 0 and out[i] == orig
+    # the forged ones were not recorded by the window: the originals still open
+    again = rx.decapsulate(PacketBatch.from_list(wires[1::3]))
+    assert again.all_ok and again.packets.to_list() == b.to_list()[1::3]
