@@ -672,6 +672,12 @@ class Network:
         for sa in self._isakmp:
             if sa.alive and {sa.src, sa.dst} == {local, peer}:
                 return sa
+        # keep one past (deleted) SA or failed attempt per address pair, as IOS shows
+        # the last one for a while: show crypto isakmp sa stays short under retries
+        ends = {local, peer}
+        dead = [sa for sa in self._isakmp if not sa.alive and {sa.src, sa.dst} == ends]
+        for sa in dead[:-1]:
+            self._isakmp.remove(sa)
         self._conn_id += 1
         attempt = IsakmpSa(self._conn_id, local, peer, "MM_NO_STATE", now)
         self._isakmp.append(attempt)

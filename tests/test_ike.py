@@ -186,6 +186,11 @@ def test_isakmp_policy_mismatch_fails_phase1() -> None:
     assert f.phase == 1 and "no ISAKMP policy matches" in f.reason
     show = p.net.show(p.n, "crypto isakmp sa")
     assert "MM_NO_STATE" in show and "DELETED" in show
+    for _ in range(5):  # retries (ACQUIRE every 10 s) do not pile up in the show output
+        p.clock.t += 11
+        p.m.outbound(IF, batch(udp(HOST_A, HOST_B)))
+    assert len(p.net.failures) == 6
+    assert [s.conn_id for s in p.net.isakmp_sas(p.m)] == [1005, 1006]
 
 
 def test_policy_first_match_in_initiator_order_and_lower_lifetime() -> None:
