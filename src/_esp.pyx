@@ -476,6 +476,26 @@ cdef inline int stream_sealed(Sa *s) noexcept nogil:
     return s.cipher == C_AES_GCM or s.cipher == C_CHACHA20_POLY1305 or s.cipher == C_AES_CTR
 
 
+cdef int gcm_seal_nonce(ssl.EVP_CIPHER_CTX *c, uint8_t *nonce) noexcept nogil:
+    """Start an AES-GCM encryption under the 12-byte nonce salt || IV by one parameter
+    call: the fixed field with length -1 is the whole nonce (what EVP_CTRL_GCM_SET_IV_FIXED
+    with -1 sends), without EVP_CipherInit_ex's IV-length lookup; 1 on success."""
+    cdef ssl.OSSL_PARAM params[2]
+    params[0] = ssl.OSSL_PARAM_construct_octet_string(
+        ssl.OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, nonce, <size_t>-1)
+    params[1] = ssl.OSSL_PARAM_construct_end()
+    return ssl.EVP_CIPHER_CTX_set_params(c, params)
+
+
+cdef int gcm_seal_tag(ssl.EVP_CIPHER_CTX *c, uint8_t *icv, int icv_len) noexcept nogil:
+    """The tag after EVP_CipherFinal_ex, as the GET_TAG ctrl would ask for it; 1 on success."""
+    cdef ssl.OSSL_PARAM params[2]
+    params[0] = ssl.OSSL_PARAM_construct_octet_string(ssl.OSSL_CIPHER_PARAM_AEAD_TAG, icv,
+                                                      icv_len)
+    params[1] = ssl.OSSL_PARAM_construct_end()
+    return ssl.EVP_CIPHER_CTX_get_params(c, params)
+
+
 cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi, const uint8_t *src,
                   int srclen, const uint8_t *tail) noexcept nogil:
     """Encrypt esp[8+iv : 8+iv+clen] and write the ICV after it: in place (tail NULL), or,
@@ -501,7 +521,10 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi, const uint8_t 
     elif s.cipher != C_NULL:
         esp_nonce(s, iv, nonce)
         alen = esp_aad(s, esp, seq_hi, aad)
-        if ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1:
+        if s.cipher == C_AES_GCM or s.cipher == C_AES_GMAC:
+            if gcm_seal_nonce(c, nonce) != 1:
+                return ST_INTERNAL
+        elif ssl.EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1:
             return ST_INTERNAL
         if s.cipher == C_AES_CCM:
             if ssl.EVP_CipherUpdate(c, NULL, &n, NULL, clen) != 1:
@@ -517,7 +540,10 @@ cdef int esp_seal(Sa *s, uint8_t *esp, int clen, uint32_t seq_hi, const uint8_t 
                 return ST_INTERNAL
         if ssl.EVP_CipherFinal_ex(c, nonce, &n) != 1:
             return ST_INTERNAL
-        if ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_GET_TAG, s.icv_len, icv) != 1:
+        if s.cipher == C_AES_GCM or s.cipher == C_AES_GMAC:
+            if gcm_seal_tag(c, icv, s.icv_len) != 1:
+                return ST_INTERNAL
+        elif ssl.EVP_CIPHER_CTX_ctrl(c, ssl.EVP_CTRL_AEAD_GET_TAG, s.icv_len, icv) != 1:
             return ST_INTERNAL
         return ST_OK
     if s.auth != A_NONE:

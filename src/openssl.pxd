@@ -27,9 +27,9 @@ cdef extern from "openssl/evp.h" nogil:
     int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX *ctx, int pad)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
 
-# AES-GCM decryption per packet: the IV's invocation field and the expected tag in one
-# parameter call, instead of EVP_CipherInit_ex (which looks the IV length up through the
-# provider's parameters first) plus a SET_TAG ctrl.
+# AES-GCM per packet by parameter calls: the nonce (decrypting: the IV's invocation field
+# and the expected tag in one call) instead of EVP_CipherInit_ex, which looks the IV length
+# up through the provider's parameters first, and the tag without the ctrl wrapper.
 cdef extern from "openssl/core.h" nogil:
     ctypedef struct OSSL_PARAM:
         const char *key
@@ -49,6 +49,7 @@ cdef extern from "openssl/core_names.h" nogil:
 
 cdef extern from "openssl/evp.h" nogil:
     int EVP_CIPHER_CTX_set_params(EVP_CIPHER_CTX *ctx, const OSSL_PARAM params[])
+    int EVP_CIPHER_CTX_get_params(EVP_CIPHER_CTX *ctx, OSSL_PARAM params[])
 
 # HMAC per packet: the low-level digests, whose state is a plain struct that a per-packet
 # copy of the precomputed inner / outer states duplicates without an allocation
