@@ -1025,7 +1025,6 @@ class Router:
             if depth == 0:
                 spare = (out, total)
             s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sm], s_len)
-            s_src, s_dst = f.src[sm], f.dst[sm]
             s_status = np.zeros(sm.size, dtype=_U8)
             s_olen = np.zeros(sm.size, dtype=_I64)
             g_sa = np.full(len(pairs), -1, dtype=_I64)
@@ -1038,7 +1037,7 @@ class Router:
                     continue
                 sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
                 s_status[a:b], s_olen[a:b] = self._encap_pair(
-                    pair, dom, sub, s_src[a:b], s_dst[a:b], now, out, slot[a:b])
+                    pair, dom, sub, f, sm[a:b], now, out, slot[a:b])
                 rec = pair.outer_outbound
                 g_sa[g] = rec.id
                 g_proto[g] = 51 if rec.protocol == "ah" else 50
@@ -1057,7 +1056,6 @@ class Router:
             st.verdict[gpos] = Verdict.PROTECT
             if depth == 0:
                 st.sa[gpos] = np.repeat(g_sa, counts)[okp]
-            applied[gpos, depth] = le[order][okp]
             layer = PacketBatch._trusted(out, slot[okp], s_olen[okp])
             odst = np.repeat(g_peer, counts)[okp]
             layer_peers = set(g_peer[np.add.reduceat(ok, bounds[:-1]) > 0].tolist())
@@ -1068,6 +1066,7 @@ class Router:
                 break
             # Evaluate the protected packets against the crypto map again (nesting), from
             # their outer headers: local -> peer, ESP / AH, the inner TOS copied.
+            applied[gpos, depth] = le[order][okp]
             oproto = np.repeat(g_proto, counts)[okp]
             otos = f.tos[sm][okp]
             osrc = np.full(gpos.size, dom.local_int, dtype=_I64)
@@ -1168,28 +1167,29 @@ class Router:
         return sum(rec.sa._max_growth(_TUNNEL if i == 0 else _TRANSPORT)
                    for i, rec in enumerate(pair.outbound))
 
-    def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch,
-                    src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], now: float,
-                    out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64]
+    def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, f: _Hdr,
+                    pos: npt.NDArray[np.int64], now: float, out: npt.NDArray[np.uint8],
+                    out_off: npt.NDArray[np.int64]
                     ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-        """Protect ``sub`` with ``pair``, packet i into ``out`` at ``out_off[i]`` (a slot
-        of its length + ``_growth(pair)``): (status, output lengths)."""
+        """Protect ``sub`` (header fields ``f`` at ``pos``) with ``pair``, packet i into
+        ``out`` at ``out_off[i]`` (a slot of its length + ``_growth(pair)``): (status,
+        output lengths)."""
         n = len(sub)
-        status = np.zeros(n, dtype=_U8)
-        if pair.lifetime_kilobytes is not None:
-            before = pair.bytes_out + np.cumsum(sub.lengths) - sub.lengths
-            status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
-        if pair.mode != "transport" and not status.any():
+        if pair.lifetime_kilobytes is None and pair.mode != "transport":
             res = self._protect(pair, sub, _TUNNEL, out, out_off)
             status, olen = res.status, res.packets.lengths
         else:
+            status = np.zeros(n, dtype=_U8)
+            if pair.lifetime_kilobytes is not None:
+                before = pair.bytes_out + np.cumsum(sub.lengths) - sub.lengths
+                status[before >= pair.lifetime_kilobytes * 1024] = Status.LIFETIME_EXPIRED
             olen = np.zeros(n, dtype=_I64)
             todo = status == 0
             tmask = np.zeros(n, dtype=bool)
             if pair.mode == "transport":
                 # the seed: transport "is applicable only to traffic whose source and
                 # destination addresses are the IPsec peer addresses"
-                tmask = (src == dom.local_int) & (dst == _addr(pair.peer))
+                tmask = (f.src[pos] == dom.local_int) & (f.dst[pos] == _addr(pair.peer))
             for mask, mode_id in ((todo & ~tmask, _TUNNEL), (todo & tmask, _TRANSPORT)):
                 sel = np.nonzero(mask)[0]
                 if sel.size == 0:
@@ -1227,6 +1227,9 @@ class Router:
     def _protect(pair: SaPair, batch: PacketBatch, mode_id: int, out: npt.NDArray[np.uint8],
                  out_off: npt.NDArray[np.int64]) -> SaResult:
         """ESP first, AH outside it; the last SA writes into ``out`` at ``out_off``."""
+        if len(pair.outbound) == 1:
+            return pair.outbound[0].sa._encapsulate(batch, mode_id, 4, out=out,
+                                                    out_offsets=out_off)
         res: SaResult | None = None
         last = len(pair.outbound) - 1
         for i, rec in enumerate(pair.outbound):
@@ -1451,6 +1454,9 @@ class Router:
     def _unprotect(pair: SaPair, batch: PacketBatch, out: npt.NDArray[np.uint8],
                    out_off: npt.NDArray[np.int64]) -> SaResult:
         """Outermost (AH) first; the innermost SA writes into ``out`` at ``out_off``."""
+        if len(pair.inbound) == 1 and pair.mode != "transport":
+            return pair.inbound[0].sa._decapsulate(batch, _TUNNEL, out=out,
+                                                   out_offsets=out_off)[0]
         recs = list(reversed(pair.inbound))
         res: SaResult | None = None
         last = len(recs) - 1
