@@ -31,6 +31,7 @@ cdef extern from "openssl/evp.h" nogil:
 # and the expected tag in one call) instead of EVP_CipherInit_ex, which looks the IV length
 # up through the provider's parameters first, and the tag without the ctrl wrapper.
 cdef extern from "openssl/core.h" nogil:
+    unsigned int OSSL_PARAM_OCTET_STRING
     ctypedef struct OSSL_PARAM:
         const char *key
         unsigned int data_type
@@ -41,6 +42,7 @@ cdef extern from "openssl/core.h" nogil:
 cdef extern from "openssl/params.h" nogil:
     OSSL_PARAM OSSL_PARAM_construct_octet_string(const char *key, void *buf, size_t bsize)
     OSSL_PARAM OSSL_PARAM_construct_end()
+    size_t OSSL_PARAM_UNMODIFIED
 
 cdef extern from "openssl/core_names.h" nogil:
     const char *OSSL_CIPHER_PARAM_AEAD_TAG
