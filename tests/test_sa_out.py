@@ -216,3 +216,63 @@ def test_mode_ids_are_the_cores() -> None:
                                  local=LOCAL, peer=PEER)
         assert sa._mode_id == MODE_IDS[mode]  # type: ignore[index]
         sa.close()
+
+
+# -- the router over the out= path -------------------------------------------------------
+# Inbound, the router opens every SA group of a chunk into one buffer and checks the inner
+# flows with one classification of all of them; a packet that an earlier entry catches
+# first must still be checked against its own SA's entry alone (DESIGN.md §Policy 4).
+
+A_ADDR, B_ADDR = "192.0.2.1", "192.0.2.2"
+WIDE = ("10.1.0.0 0.0.255.255", "10.2.0.0 0.0.255.255")
+NARROW = ("10.1.5.0 0.0.0.255", "10.2.5.0 0.0.0.255")
+
+
+def _manual(me: str, peer: str, entries: list[tuple[tuple[str, str], int, int]]) -> str:
+    """A router with one manual entry per (A-side flow, outbound SPI, inbound SPI)."""
+    lines = ["crypto ipsec transform-set T esp-aes esp-sha-hmac"]
+    for n, (_, out_spi, in_spi) in enumerate(entries):
+        lines += [f"crypto map M {10 * (n + 1)} ipsec-manual", f" set peer {peer}",
+                  " set transform-set T", f" match address {101 + n}"]
+        for direction, spi in (("outbound", out_spi), ("inbound", in_spi)):
+            lines.append(f" set session-key {direction} esp {spi} cipher {bytes(16).hex()} "
+                         f"authenticator {bytes(range(20)).hex()}")
+    lines += ["interface GigabitEthernet0/0", f" ip address {me} 255.255.255.0", " crypto map M"]
+    for n, ((a_side, b_side), _, _) in enumerate(entries):
+        src, dst = (a_side, b_side) if me == A_ADDR else (b_side, a_side)
+        lines.append(f"access-list {101 + n} permit ip {src} {dst}")
+    return "\n".join(lines) + "\n"
+
+
+def test_router_inner_flow_of_an_entry_shadowed_by_an_earlier_one() -> None:
+    from scapy.layers.inet import IP, UDP
+
+    from ipsecfast.config import parse_config
+    from ipsecfast.router import Router, Verdict
+
+    # A: entry 10 the wide flow (SPIs 0x100/0x101), entry 20 the narrow one (0x200/0x201);
+    # B: the narrow entry first, so that B protects 10.2.5.x -> 10.1.5.x with the narrow
+    # SA, whose inner packets A's wide entry 10 catches first on a mirror lookup.
+    a = Router(parse_config(_manual(A_ADDR, B_ADDR, [(WIDE, 0x100, 0x101),
+                                                     (NARROW, 0x200, 0x201)])))
+    b = Router(parse_config(_manual(B_ADDR, A_ADDR, [(NARROW, 0x201, 0x200),
+                                                     (WIDE, 0x101, 0x100)])))
+    # C: like B, but the narrow SA's SPI carries the wide flow: A must drop that
+    c = Router(parse_config(_manual(B_ADDR, A_ADDR, [(WIDE, 0x201, 0x200)])))
+
+    def pkt(src: str, dst: str, i: int) -> bytes:
+        return bytes(IP(src=src, dst=dst, id=i) / UDP(sport=1000 + i, dport=53) / bytes(40 + i))
+
+    clear = [pkt("10.2.5.7", "10.1.5.9", 1), pkt("10.2.7.7", "10.1.7.7", 2),
+             pkt("10.2.5.8", "10.1.5.3", 3), pkt("10.2.9.1", "10.1.5.1", 4)]
+    sent = b.outbound("GigabitEthernet0/0", PacketBatch.from_list(clear))
+    assert sent.verdict.tolist() == [Verdict.PROTECT] * 4
+    wrong = c.outbound("GigabitEthernet0/0", PacketBatch.from_list([clear[1]]))
+    wire = PacketBatch.from_list(sent.packets.to_list() + wrong.packets.to_list())
+    got = a.inbound("GigabitEthernet0/0", wire)
+    assert got.verdict.tolist() == [Verdict.PROTECT] * 4 + [Verdict.DROP]
+    assert got.reason.tolist()[4] == Status.INNER_FLOW_MISMATCH
+    assert got.packets.to_list()[:4] == clear
+    assert got.entry.tolist() == [1, 0, 1, 0, 1]
+    # every opened packet shares one output buffer
+    assert len({id(got.packets.buffer)}) == 1 and got.packets.lengths[4] == 0
