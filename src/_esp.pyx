@@ -1200,7 +1200,8 @@ cdef ssl.EVP_CIPHER_CTX *_cipher_ctx(ssl.EVP_CIPHER *alg, int cipher, const uint
     ok = ok and ssl.EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc)
     if not enc and cipher in (C_AES_CBC, C_TDES_CBC, C_DES_CBC):
         # Decrypting CBC with padding on would hold the last block back for Final. Only
-        # there: a no-padding context makes every per-packet Init re-send the setting.
+        # there: a no-padding context makes every EVP_CipherInit_ex re-send the setting
+        # (CBC re-initialises only when its chaining value is unknown, see cbc_encrypt).
         ok = ok and ssl.EVP_CIPHER_CTX_set_padding(c, 0)
     if not enc and (cipher == C_AES_GCM or cipher == C_AES_GMAC):
         # RFC 4106 §4: nonce = salt (the fixed field, set once) || ESP IV (the invocation
