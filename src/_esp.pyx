@@ -1400,7 +1400,8 @@ cdef class SaCore:
 
         ``placed``: ``out_offsets`` is an input, packet i goes to ``out[out_offsets[i]:]``
         into a slot of ``lengths[i] + max_growth(mode)`` bytes that must lie inside ``out``
-        (checked before the loop; slots must not overlap each other or the input)."""
+        (checked before the loop; slots must not overlap each other or the input); the
+        slot's bytes after the packet are zeroed."""
         return self._run(buf, offsets, lengths, out, out_offsets, out_lengths, status, ivs,
                          None, mode, True, random_iv, next_header, placed)
 
@@ -1494,6 +1495,10 @@ cdef class SaCore:
                 if r == ST_OK:
                     out_lengths[i] = ol
                     pos += ol
+                    if placed and ol < cap:
+                        # the rest of the slot: no stale heap bytes (or decrypted padding)
+                        # between the packets of a shared buffer
+                        memset(op + at + ol, 0, cap - ol)
                     if encap:
                         s.enc_packets += 1
                         s.enc_bytes += l

@@ -88,6 +88,10 @@ def test_placed_equals_normal(protocol: str, spec: str, mode: str) -> None:
     assert (placed.packets.lengths <= batch.lengths + growth).all()
     outside = ~slots_mask(size, off, batch.lengths + growth)
     assert (out[outside] == SENTINEL).all()
+    # the rest of every slot is zeroed (no stale bytes between packets)
+    tails = slots_mask(size, off, batch.lengths + growth) & ~slots_mask(
+        size, off, placed.packets.lengths)
+    assert not out[tails].any()
     assert enc_a.seq == enc_b.seq == len(batch)
     assert enc_a.counters == enc_b.counters
 
@@ -100,6 +104,9 @@ def test_placed_equals_normal(protocol: str, spec: str, mode: str) -> None:
     assert d_placed.all_ok and d_normal.all_ok
     assert d_placed.packets.to_list() == d_normal.packets.to_list() == batch.to_list()
     assert (dout[~slots_mask(dsize, doff, wire.lengths)] == SENTINEL).all()
+    dtails = slots_mask(dsize, doff, wire.lengths) & ~slots_mask(
+        dsize, doff, d_placed.packets.lengths)
+    assert not dout[dtails].any()
     assert nhs.shape == (len(wire),)
 
 
