@@ -386,6 +386,17 @@ def _copy_into(out: npt.NDArray[np.uint8], base: int, batch: PacketBatch) -> Pac
     return PacketBatch._trusted(out, rel + base, lens.copy())
 
 
+def _zero_slots(out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
+                sizes: npt.NDArray[np.int64]) -> None:
+    """Zero slots no SA wrote (packets dropped before their SA call), so that a shared
+    output buffer holds packets and zeros only, never stale heap bytes."""
+    total = int(sizes.sum())
+    if total:
+        rel = np.zeros(sizes.size, dtype=_I64)
+        np.cumsum(sizes[:-1], out=rel[1:])
+        out[np.repeat(off - rel, sizes) + np.arange(total, dtype=_I64)] = 0
+
+
 def _slots(sizes: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
     """Back-to-back slots of ``sizes`` bytes: (offsets, total)."""
     off = np.zeros(sizes.size, dtype=_I64)
@@ -1049,6 +1060,8 @@ class Router:
                 gpos = gi
             else:
                 st.drop(gi[~ok], s_status[~ok])
+                failed = np.nonzero(~ok)[0]  # (some never reached an SA: clear their slots)
+                _zero_slots(out, slot[failed], sizes[failed])
                 okp = np.nonzero(ok)[0]
                 gpos = gi[okp]
                 if gpos.size == 0:
@@ -1329,6 +1342,8 @@ class Router:
                 gpos = gi
             else:
                 st.drop(gi[~ok], s_status[~ok])
+                failed = np.nonzero(~ok)[0]  # (opened but in the wrong flow, or never opened)
+                _zero_slots(out, slot[failed], s_len[failed])
                 okp = np.nonzero(ok)[0]
                 gpos = gi[okp]
                 if gpos.size == 0:
