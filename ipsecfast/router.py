@@ -1561,6 +1561,8 @@ class _State:
                 elif 2 * kept.nbytes < batch.buffer.size:
                     kept = kept.compact()  # copy only the bypassed bytes
                 parts.append((byp, kept))
+            if not shared and spare is not None:
+                spare[0][spare[1]:] = 0  # the unused room goes into the join: no stale bytes
             if shared:
                 assert spare is not None
                 off = np.zeros(self.n, dtype=_I64)
