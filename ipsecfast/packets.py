@@ -53,7 +53,8 @@ class PacketBatch:
         if off.size:
             if int(off.min()) < 0 or int(lens.min()) < 0:
                 raise ValueError("offsets and lengths must be non-negative")
-            if int((off + lens).max()) > buf.size:
+            # off > size - len, not off + len > size: a huge offset must not wrap around
+            if bool(np.any(off > buf.size - lens)):
                 raise ValueError("a packet extends past the end of the buffer")
         self.buffer = buf
         self.offsets = off

@@ -187,7 +187,10 @@ class SecurityAssociation:
             if len(_fixed_iv) != self._cbc_iv_len or self._cbc_iv_len == 0:
                 raise ValueError(f"_fixed_iv must be {self._cbc_iv_len} bytes of a CBC IV")
             self._fixed_iv = bytes(_fixed_iv)
-        iv_next = 1 if _iv_counter is None else int(_iv_counter)
+        # Counter IVs follow the sequence number (a packet's IV is its sequence number - 1;
+        # 2^64 - 1 is the core's "exhausted" mark), so an SA resumed with seq=N under the
+        # same key never repeats an IV (RFC 4106 §3.1: never reuse an IV with a key).
+        iv_next = int(seq) if _iv_counter is None else int(_iv_counter)
         if not 0 <= iv_next <= 0xFFFFFFFFFFFFFFFF:
             raise ValueError("_iv_counter must be a 64-bit unsigned value")
         self._lock = threading.Lock()
@@ -281,8 +284,9 @@ class SecurityAssociation:
         n = len(batch)
         if out_offsets.size != n:
             raise ValueError(f"out_offsets has {out_offsets.size} entries for {n} packets")
+        # offset > size - room, not offset + room > size: a huge offset must not wrap
         if n and (int(out_offsets.min()) < 0
-                  or int((out_offsets + batch.lengths).max()) + growth > out.size):
+                  or bool(np.any(out_offsets > out.size - growth - batch.lengths))):
             raise ValueError(f"out buffer of {out.size} bytes is too small: every packet "
                              f"needs its length + {growth} bytes at its offset")
 

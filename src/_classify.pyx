@@ -868,7 +868,7 @@ cdef class Compiled:
         cdef uint8_t st
         # the PacketBatch constructor checked offsets/lengths; check again, cheaply
         for i in range(n):
-            if offsets[i] < 0 or lengths[i] < 0 or offsets[i] + lengths[i] > size:
+            if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > size - lengths[i]:  # no overflow
                 raise ValueError("a packet lies outside the buffer")
         with nogil:
             i = 0

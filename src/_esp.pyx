@@ -1471,7 +1471,7 @@ cdef class SaCore:
                 else:
                     at = pos
                     cap = outsize - pos
-                if o < 0 or l < 0 or o + l > bufsize:
+                if o < 0 or l < 0 or o > bufsize - l:  # no int64 overflow on a huge offset
                     r = ST_TRUNCATED
                 elif encap:
                     if rand_ok != 1:
