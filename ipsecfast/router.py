@@ -598,6 +598,9 @@ class Router:
         self.rekey_requests: list[RekeyRequest] = []
         self.drops: dict[str, dict[str, dict[str, int]]] = {}
         self._pending: dict[tuple[int, Scope], float] = {}
+        # last outbound sequence number of each manual SA (domain, protocol, SPI), kept
+        # across `clear crypto sa` so a re-established manual SA never reuses an IV
+        self._manual_seq: dict[tuple[int, str, int], int] = {}
         self._nest_peer_cache: dict[int, set[int]] = {}
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
@@ -820,11 +823,14 @@ class Router:
             for direction, keys in (("inbound", inbound), ("outbound", outbound)):
                 for proto in protos:
                     k = keys[proto]
+                    seq = 0
+                    if manual and direction == "outbound":
+                        seq = self._manual_seq.get((dom.id, proto, k.spi), 0)
                     sa = SecurityAssociation(
                         proto, k.spi, t,  # type: ignore[arg-type]
                         cipher_key=k.cipher_key if proto == "esp" else None,
                         auth_key=k.auth_key, mode="tunnel", local=dom.local, peer=peer,
-                        replay_window=replay_window)
+                        replay_window=replay_window, seq=seq)
                     made.append(sa)
                     records[direction].append(SaRecord(
                         self.sad.new_sa_id(), k.spi, proto, direction,  # type: ignore[arg-type]
@@ -955,6 +961,11 @@ class Router:
             found = self.sad.find(str(ipaddress.IPv4Address(dst)), proto, int(spi))
             pairs = [x for x in pairs if x in found]
         for pair in pairs:
+            if pair.manual:
+                # Manual keys do not change when the SA is re-established: continue its
+                # sequence number (and so its counter IVs) so no IV repeats under the key.
+                for r in pair.outbound:
+                    self._manual_seq[(pair.domain, r.protocol, r.spi)] = r.sa.seq
             self.sad.remove(pair)
         self._pending.clear()
         for pair in pairs:

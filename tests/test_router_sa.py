@@ -270,7 +270,9 @@ def test_clear_all_reinstalls_manual_sas_at_once() -> None:
     assert r.clear_crypto_sa() == 3
     assert peers(r) == ["192.0.2.2"], "the seed: manual SAs are reestablished immediately"
     fresh = next(iter(r.sad))
-    assert fresh is not manual and fresh.outbound[0].sa.seq == 0
+    # the re-established SA continues the sequence number (so no counter IV repeats under
+    # the unchanged session key); the peer keeps no replay window for manual SAs
+    assert fresh is not manual and fresh.outbound[0].sa.seq == 1
     assert manual.outbound[0].sa.closed and manual.outbound[0].cipher_key == bytearray(16)
     assert [s.spi for s in r.sad.sas()] == [300, 301]
 

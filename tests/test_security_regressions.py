@@ -61,3 +61,25 @@ def test_resumed_sa_never_repeats_a_counter_iv(spec: str) -> None:
         assert not seen.intersection(ivs)
         seen.update(ivs)
     assert len(seen) == 60
+
+
+def test_clear_crypto_sa_keeps_manual_counter_ivs_unique() -> None:
+    # `clear crypto sa` re-establishes manual SAs with the same session keys (the seed):
+    # their sequence numbers, and so their GCM IVs, continue instead of restarting.
+    from test_router_kit import manual_pair, udp
+
+    from ipsecfast.router import Router
+
+    a_cfg, b_cfg, _ = manual_pair("esp-gcm 128")
+    a, b = Router(a_cfg), Router(b_cfg)
+    pkt = PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")])
+    wire = [a.outbound("GigabitEthernet0/0", pkt).packets[0]]
+    assert a.clear_crypto_sa() == 1
+    wire.append(a.outbound("GigabitEthernet0/0", pkt).packets[0])
+    seqs = [w[24:28] for w in wire]
+    ivs = [w[28:36] for w in wire]
+    assert seqs == [(1).to_bytes(4, "big"), (2).to_bytes(4, "big")]
+    assert ivs[0] != ivs[1]
+    # the peer (no anti-replay on manual SAs) still decrypts both
+    back = b.inbound("GigabitEthernet0/0", PacketBatch.from_list(wire))
+    assert back.packets.to_list() == [pkt[0], pkt[0]]
