@@ -45,7 +45,8 @@ RULES: frozenset[str] = frozenset({
     "deny-permit-conflict", "dynamic-map-unused", "dynamic-no-acl", "dynamic-no-transform-set",
     "dynamic-not-last", "empty-acl", "entry-incomplete", "interface-shutdown",
     "isakmp-lifetime", "isakmp-no-policy-match", "manual-keys-mismatch", "manual-missing-key",
-    "manual-multiple-permits", "manual-no-counterpart", "manual-transform-mismatch",
+    "manual-counter-mode", "manual-multiple-permits", "manual-no-counterpart",
+    "manual-transform-mismatch",
     "map-not-applied", "no-common-transform-set", "no-crypto-endpoint", "no-local-address",
     "peer-is-self", "peer-mismatch", "peer-not-crypto-interface", "permit-any",
     "permit-any-any", "pfs-mismatch", "psk-mismatch", "psk-missing", "shadowed-entry",
@@ -449,6 +450,16 @@ class _Checker:
         ts = c.transform_sets.get(e.transform_sets[0]) if e.transform_sets else None
         if ts is None:
             return
+        cipher = ts.transforms.esp_cipher
+        if cipher is not None and cipher.iv_length == 8 and cipher.block_size == 1:
+            # counter-based IVs (GCM, GMAC, ChaCha20-Poly1305, CTR, CCM)
+            self.add("error", "manual-counter-mode", e.lineno,
+                     f"{e.label} uses {cipher} with static session keys: its IVs are a "
+                     "counter, so every time the SA starts again under the same key (a "
+                     "reload, another device with this configuration) IVs repeat and the "
+                     "key is broken; RFC 3686, 4106, 4309, 4543 and 7634 forbid these "
+                     "transforms with manual keys (use ipsec-isakmp, or esp-aes with an "
+                     "authenticator)")
         need: list[tuple[str, str]] = []
         for direction in ("inbound", "outbound"):
             if ts.transforms.has_ah:

@@ -83,6 +83,11 @@ def static(acl_lines: str, *, peer: str = "192.0.2.2", extra: str = "") -> str:
             " match address 101\n" + extra + APPLIED + acl_lines)
 
 
+def case_config(rule: str) -> str:
+    """The configuration of CASES made to trigger ``rule``."""
+    return next(text for name, _, text, _ in CASES if name == rule)
+
+
 CASES = [
     # (rule, severity, config, line it must point at)
     ("unparsed", "info", "hostname r1\n", 1),
@@ -107,6 +112,13 @@ CASES = [
      " set session-key outbound esp 301 cipher 0011223344556677\n match address 101\n"
      + APPLIED + "access-list 101 permit ip host 10.0.0.1 host 10.9.0.1\n"
      "access-list 101 permit ip host 10.0.0.2 host 10.9.0.2\n", 12),
+    ("manual-counter-mode", "error",
+     "crypto ipsec transform-set t esp-gcm\ncrypto map m 10 ipsec-manual\n set peer 192.0.2.2\n"
+     " set transform-set t\n"
+     " set session-key inbound esp 300 cipher 00112233445566778899aabbccddeeff00112233\n"
+     " set session-key outbound esp 301 cipher 00112233445566778899aabbccddeeff00112233\n"
+     " match address 101\n" + APPLIED + "access-list 101 permit ip host 10.0.0.1 host 10.9.0.1\n",
+     2),
     ("manual-missing-key", "error",
      "crypto ipsec transform-set t ah-md5-hmac\ncrypto map m 10 ipsec-manual\n"
      " set peer 192.0.2.2\n set transform-set t\n"
@@ -177,14 +189,14 @@ def test_seed_sentences_quoted() -> None:
     f = fired(one(text_of("seed_deny_permit.cfg")), "deny-permit-conflict")[0]
     assert "crypto map mymap 10" in f.message and "crypto map mymap 20" in f.message
     assert "not supported" in f.message
-    g = fired(one(CASES[4][2]), "dynamic-no-acl")[0]
+    g = fired(one(case_config("dynamic-no-acl")), "dynamic-no-acl")[0]
     assert "not secure" in g.message
 
 
 def test_overlapping_networks_in_the_seed_order_are_fine() -> None:
     fs = one(text_of("seed_overlapping_networks.cfg"))
     assert not fired(fs, "shadowed-entry") and not fired(fs, "deny-permit-conflict")
-    rev = CASES[9][2]
+    rev = case_config("shadowed-entry")
     f = fired(one(rev), "shadowed-entry")[0]
     assert "crypto map mymap 20" in f.message and "crypto map mymap 10" in f.message
 
