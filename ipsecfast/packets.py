@@ -210,14 +210,17 @@ class PacketBatch:
         proto = self.byte_at(9, 0)
         frag_offset = frag_word & 0x1FFF
         l4 = ihl
+        # transport fields are read within the IPv4 total length (not a link-layer trailer)
+        ip = PacketBatch._trusted(self.buffer, self.offsets,
+                                  np.where(valid, np.minimum(self.lengths, total), self.lengths))
         has_ports = valid & (frag_offset == 0) & np.isin(proto, (6, 17))
-        sport = np.where(has_ports, self.u16_at(l4, 0), 0)
-        dport = np.where(has_ports, self.u16_at(l4 + 2, 0), 0)
+        sport = np.where(has_ports, ip.u16_at(l4, 0), 0)
+        dport = np.where(has_ports, ip.u16_at(l4 + 2, 0), 0)
         is_icmp = valid & (frag_offset == 0) & (proto == 1)
-        icmp_type = np.where(is_icmp, self.byte_at(l4, -1), -1)
-        icmp_code = np.where(is_icmp, self.byte_at(l4 + 1, -1), -1)
+        icmp_type = np.where(is_icmp, ip.byte_at(l4, -1), -1)
+        icmp_code = np.where(is_icmp, ip.byte_at(l4 + 1, -1), -1)
         is_tcp = valid & (frag_offset == 0) & (proto == 6)
-        tcp_flags = np.where(is_tcp, self.byte_at(l4 + 13, 0), 0)
+        tcp_flags = np.where(is_tcp, ip.byte_at(l4 + 13, 0), 0)
         return Ipv4Fields(
             valid=valid,
             ihl=ihl,

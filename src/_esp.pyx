@@ -1348,10 +1348,6 @@ cdef class SaCore:
     def seq(self):
         return self.s.seq
 
-    @seq.setter
-    def seq(self, uint64_t value):
-        self.s.seq = value
-
     @property
     def iv_next(self):
         return self.s.iv_next
@@ -1363,11 +1359,6 @@ cdef class SaCore:
     @property
     def rx_top(self):
         return self.s.rx_top
-
-    @rx_top.setter
-    def rx_top(self, uint64_t value):
-        self.s.rx_top = value
-        memset(self.s.bitmap, 0, sizeof(self.s.bitmap))
 
     @property
     def iv_length(self):

@@ -83,3 +83,18 @@ def test_clear_crypto_sa_keeps_manual_counter_ivs_unique() -> None:
     # the peer (no anti-replay on manual SAs) still decrypts both
     back = b.inbound("GigabitEthernet0/0", PacketBatch.from_list(wire))
     assert back.packets.to_list() == [pkt[0], pkt[0]]
+
+
+def test_core_sequence_state_cannot_be_rewound() -> None:
+    sa = SecurityAssociation("esp", 1, "esp-gcm 128", bytes(20), mode="transport", seq=5)
+    with pytest.raises(AttributeError):
+        sa._core.seq = 0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        sa._core.rx_top = 0  # type: ignore[misc]
+
+
+def test_ipv4_fields_ignore_a_link_layer_trailer() -> None:
+    # a UDP header that lies past the IPv4 total length (Ethernet padding) is not read
+    pkt = bytes([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    f = PacketBatch.from_list([pkt + bytes([0, 53, 0, 80, 0, 8, 0, 0])]).ipv4_fields()
+    assert f.valid[0] and f.sport[0] == 0 and f.dport[0] == 0
