@@ -48,6 +48,8 @@ lint: build
 bench: build
 	$(PY) bench/esp.py
 	$(PY) bench/pcap.py
+	$(PY) bench/classify.py
+	$(PY) bench/router.py
 
 # Bounds-checked, line-traced build of the compiled core (rebuild with `make clean build` after).
 debug: sysdeps $(STAMP)
