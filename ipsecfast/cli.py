@@ -29,8 +29,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _load_config(path: str) -> Config:
     from .config import parse_config
 
-    with open(path, encoding="utf-8") as fh:
-        return parse_config(fh.read(), source=path)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text configuration (byte {err.start} is not "
+                          "UTF-8)") from None
+    return parse_config(text, source=path)
 
 
 def _config_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -98,3 +98,13 @@ def test_ipv4_fields_ignore_a_link_layer_trailer() -> None:
     pkt = bytes([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
     f = PacketBatch.from_list([pkt + bytes([0, 53, 0, 80, 0, 8, 0, 0])]).ipv4_fields()
     assert f.valid[0] and f.sport[0] == 0 and f.dport[0] == 0
+
+
+def test_cli_names_a_config_that_is_not_text(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ipsecfast.cli import main
+
+    bad = tmp_path / "bad.cfg"
+    bad.write_bytes(b"crypto map m 10 ipsec-isakmp\n\xff\xfe\n")
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a text configuration" in err and "Traceback" not in err
