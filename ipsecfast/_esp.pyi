@@ -75,3 +75,20 @@ class SaCore:
 
 def hmac(auth: int, key: Any, data: Any, out_len: int) -> bytes: ...
 def live_contexts() -> int: ...
+def run_multi(
+    cores: list[SaCore] | tuple[SaCore, ...],
+    sa_index: npt.NDArray[np.int32],
+    modes: npt.NDArray[np.uint8],
+    buf: npt.NDArray[np.uint8],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    out: npt.NDArray[np.uint8],
+    out_offsets: npt.NDArray[np.int64],
+    out_lengths: npt.NDArray[np.int64],
+    status: npt.NDArray[np.uint8],
+    ivs: npt.NDArray[np.uint8] | None,
+    encap: bool,
+    random_iv: bool = ...,
+    next_header: int = ...,
+    next_headers: npt.NDArray[np.uint8] | None = ...,
+) -> int: ...

@@ -37,7 +37,13 @@ from .acl import AccessList, Ace
 from .config import Config, CryptoMapEntry, TransformSet, canonical_interface_name
 from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
 from .packets import PacketBatch
-from .sa import MODE_IDS, SaResult, SecurityAssociation
+from .sa import (
+    MODE_IDS,
+    SaResult,
+    SecurityAssociation,
+    _decapsulate_multi,
+    _encapsulate_multi,
+)
 from .sad import SaPair, SaRecord, Scope, SecurityAssociationDatabase
 from .show import UnknownCommand
 from .show import show as config_show
@@ -484,37 +490,67 @@ def _decap_mixed(sa: SecurityAssociation, batch: PacketBatch, out: npt.NDArray[n
     return SaResult(PacketBatch._trusted(buf, off, lens), status)
 
 
-def _group_index(*cols: npt.NDArray[np.int64]
-                 ) -> tuple[list[list[int]], npt.NDArray[np.int64], list[int]]:
-    """Packets grouped by the key columns ``cols`` (1-D, equal lengths): (key of each
-    group, in key order; ``order``: the positions sorted by group; ``bounds``: group g is
-    ``order[bounds[g]:bounds[g + 1]]``).
+def _group_keys(*cols: npt.NDArray[np.int64]
+                ) -> tuple[list[list[int]], npt.NDArray[np.int64]]:
+    """Packets grouped by the key columns ``cols`` without reordering them: (key of each
+    group, in key order; each packet's group number).
 
-    The columns are packed into one int64 when their ranges fit (the usual case), so
-    the grouping is one stable argsort of a 1-D array (a radix sort when the packed key
-    fits 16 bits: entry x ACE of a crypto map usually does)."""
+    The columns are packed into one int64; when the packed key is small (entry x ACE of a
+    crypto map usually is) a lookup table numbers the groups in one pass, else
+    ``np.unique``."""
     n = cols[0].size
     if n == 0:
-        return [], np.zeros(0, dtype=_I64), [0]
+        return [], np.zeros(0, dtype=_I64)
     lo = [int(c.min()) for c in cols]
     bits = [(int(c.max()) - x).bit_length() for c, x in zip(cols, lo, strict=True)]
-    if sum(bits) <= 62:
-        packed = np.zeros(n, dtype=_I64)
-        for c, x, b in zip(cols, lo, bits, strict=True):
-            if b:
-                packed = (packed << b) | (c - x)
-        small = packed.astype(np.uint16) if sum(bits) <= 16 else packed
-        order = np.argsort(small, kind="stable")
-        si = packed[order]
+    if sum(bits) > 62:
+        uniq, inv = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+        return uniq.tolist(), inv.reshape(-1).astype(_I64, copy=False)
+    packed = np.zeros(n, dtype=_I64)
+    for c, x, b in zip(cols, lo, bits, strict=True):
+        if b:
+            packed = (packed << b) | (c - x)
+    if sum(bits) <= 20:
+        hist = np.bincount(packed)
+        present = np.flatnonzero(hist)
+        table = np.zeros(hist.size, dtype=_I64)
+        table[present] = np.arange(present.size, dtype=_I64)
+        inv = table[packed]
     else:
-        _, inv = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
-        order = np.argsort(inv, kind="stable")
-        si = inv[order]
-    starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]])
-    heads = order[starts]
-    keys = np.stack([c[heads] for c in cols], axis=1).tolist()
-    return keys, order.astype(_I64, copy=False), starts.tolist() + [n]
+        present, inv = np.unique(packed, return_inverse=True)
+        inv = inv.reshape(-1).astype(_I64, copy=False)
+    keys = []
+    rest = present.astype(_I64)
+    for x, b in zip(reversed(lo), reversed(bits), strict=True):
+        keys.append((rest & ((1 << b) - 1)) + x)
+        rest = rest >> b
+    return np.stack(keys[::-1], axis=1).tolist(), inv
+
+
+def _spi_groups(proto: npt.NDArray[np.int64], spi: npt.NDArray[np.int64],
+                hint: npt.NDArray[np.int64]
+                ) -> tuple[list[list[int]], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Inbound packets grouped by (protocol, SPI) without reordering them: (keys in key
+    order, each packet's group number, the sorted keys to hint the next call with).
+
+    ``hint`` (the keys of earlier chunks, sorted) turns the grouping into one binary
+    search per packet; keys not in it are added (the hint is rebuilt past 4096 keys)."""
+    key = (proto << 32) | spi
+    if hint.size:
+        pos = np.minimum(np.searchsorted(hint, key), hint.size - 1)
+        miss = hint[pos] != key
+        if miss.any():
+            new = np.unique(key[miss])
+            hint = np.union1d(hint, new) if hint.size + new.size <= 4096 else np.unique(key)
+            pos = np.searchsorted(hint, key)
+    else:
+        hint = np.unique(key)
+        pos = np.searchsorted(hint, key)
+    used = np.bincount(pos, minlength=hint.size) > 0
+    present = hint[used]
+    inv = (np.cumsum(used) - 1)[pos]
+    keys = np.stack([present >> 32, present & 0xFFFFFFFF], axis=1).tolist()
+    return keys, inv.astype(_I64, copy=False), hint
 
 
 def _ip(a: int) -> str:
@@ -602,6 +638,7 @@ class Router:
         # across `clear crypto sa` so a re-established manual SA never reuses an IV
         self._manual_seq: dict[tuple[int, str, int], int] = {}
         self._nest_peer_cache: dict[int, set[int]] = {}
+        self._spi_hint: dict[int, npt.NDArray[np.int64]] = {}  # inbound: keys seen
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
@@ -1015,12 +1052,11 @@ class Router:
             per_host = self._per_host[ge]
             if per_host.any():
                 src, dst = f.src[m], f.dst[m]
-                gkeys, order, bounds = _group_index(
+                gkeys, ginv = _group_keys(
                     ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
                     np.where(per_host, dst, 0))
             else:
-                gkeys, order, bounds = _group_index(ge, ace)
-            sm = m[order]  # positions in cur, grouped by SA flow
+                gkeys, ginv = _group_keys(ge, ace)
             pairs: list[SaPair | None] = []
             for key in gkeys:
                 scope: Scope = (key[0], key[1], key[2], key[3]) if len(key) == 4 else (
@@ -1029,13 +1065,26 @@ class Router:
                 if pair is None:
                     pair = self._acquire(dom, scope, now, name)
                 pairs.append(pair)
+            counts = np.bincount(ginv, minlength=len(pairs))
+            # Every pair one SA without a kilobyte lifetime (the usual case): one core call
+            # over the packets in their order. Else the packets are sorted by pair and each
+            # pair gets its own calls.
+            multi = all(p is None or (len(p.outbound) == 1 and p.lifetime_kilobytes is None)
+                        for p in pairs)
+            if multi:
+                order = np.arange(m.size, dtype=_I64)
+                sm, gsel = m, ginv
+                bounds: list[int] = []
+            else:
+                order = np.argsort(ginv, kind="stable")
+                sm, gsel = m[order], ginv[order]
+                bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer: each packet gets a slot of its
             # length + its SA's growth; the SAs write their packets straight into it.
-            counts = np.diff(bounds)
             growth = np.array([self._growth(p) if p is not None else -1 for p in pairs],
                               dtype=_I64)
             s_len = cur.lengths[sm]
-            sizes = s_len + np.repeat(growth, counts)
+            sizes = s_len + growth[gsel]
             sizes[sizes < s_len] = 0  # no SA: nothing written
             slot, total = _slots(sizes)
             room = 0
@@ -1047,23 +1096,29 @@ class Router:
             if depth == 0:
                 spare = (out, total)
             s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sm], s_len)
-            s_status = np.zeros(sm.size, dtype=_U8)
-            s_olen = np.zeros(sm.size, dtype=_I64)
             g_sa = np.full(len(pairs), -1, dtype=_I64)
             g_proto = np.full(len(pairs), 50, dtype=_I64)
             g_peer = np.full(len(pairs), -1, dtype=_I64)
             for g, pair in enumerate(pairs):
-                a, b = bounds[g], bounds[g + 1]
-                if pair is None:
-                    s_status[a:b] = Status.NO_SA
-                    continue
-                sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
-                s_status[a:b], s_olen[a:b] = self._encap_pair(
-                    pair, dom, sub, f, sm[a:b], now, out, slot[a:b])
-                rec = pair.outer_outbound
-                g_sa[g] = rec.id
-                g_proto[g] = 51 if rec.protocol == "ah" else 50
-                g_peer[g] = _addr(pair.peer)
+                if pair is not None:
+                    rec = pair.outer_outbound
+                    g_sa[g] = rec.id
+                    g_proto[g] = 51 if rec.protocol == "ah" else 50
+                    g_peer[g] = _addr(pair.peer)
+            if multi:
+                s_status, s_olen = self._encap_multi(pairs, gsel, g_peer, dom, s_cur, f, sm,
+                                                     now, out, slot)
+            else:
+                s_status = np.zeros(sm.size, dtype=_U8)
+                s_olen = np.zeros(sm.size, dtype=_I64)
+                for g, pair in enumerate(pairs):
+                    a, b = bounds[g], bounds[g + 1]
+                    if pair is None:
+                        s_status[a:b] = Status.NO_SA
+                        continue
+                    sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
+                    s_status[a:b], s_olen[a:b] = self._encap_pair(
+                        pair, dom, sub, f, sm[a:b], now, out, slot[a:b])
             gi = idx[sm]
             ok = s_status == 0
             if ok.all():
@@ -1079,10 +1134,11 @@ class Router:
                     break
             st.verdict[gpos] = Verdict.PROTECT
             if depth == 0:
-                st.sa[gpos] = np.repeat(g_sa, counts)[okp]
+                st.sa[gpos] = g_sa[gsel][okp]
             layer = PacketBatch._trusted(out, slot[okp], s_olen[okp])
-            odst = np.repeat(g_peer, counts)[okp]
-            layer_peers = set(g_peer[np.add.reduceat(ok, bounds[:-1]) > 0].tolist())
+            odst = g_peer[gsel][okp]
+            layer_peers = set(g_peer[np.bincount(gsel[okp], minlength=len(pairs)) > 0]
+                              .tolist())
             if depth + 1 == self.nesting_depth or (
                     len(layer_peers) == 1 and self._nest_peers(dom) <= layer_peers):
                 # (no entry could add a layer: every one that might is for the same peer)
@@ -1091,7 +1147,7 @@ class Router:
             # Evaluate the protected packets against the crypto map again (nesting), from
             # their outer headers: local -> peer, ESP / AH, the inner TOS copied.
             applied[gpos, depth] = le[order][okp]
-            oproto = np.repeat(g_proto, counts)[okp]
+            oproto = g_proto[gsel][okp]
             otos = f.tos[sm][okp]
             osrc = np.full(gpos.size, dom.local_int, dtype=_I64)
             nl, na = dom.spd.lookup_fields(oproto, osrc, odst, otos)
@@ -1226,13 +1282,20 @@ class Router:
                 olen[sel] = res.packets.lengths
         nbad = int(np.count_nonzero(status))
         if nbad == 0:
-            pair.encaps += n
-            pair.bytes_out += int(sub.lengths.sum())
+            self._sent(pair, n, int(sub.lengths.sum()), None, now)
         else:
             ok = status == 0
-            pair.encaps += n - nbad
-            pair.bytes_out += int(sub.lengths[ok].sum())
-            for label, c in status_counts(status[~ok]).items():
+            self._sent(pair, n - nbad, int(sub.lengths[ok].sum()), status[~ok], now)
+        return status, olen
+
+    def _sent(self, pair: SaPair, nok: int, nbytes: int,
+              bad: npt.NDArray[np.uint8] | None, now: float) -> None:
+        """Account a layer's packets of ``pair``: ``nok`` protected (``nbytes`` of input),
+        ``bad`` the statuses of those that failed; lifetimes and sequence limits."""
+        pair.encaps += nok
+        pair.bytes_out += nbytes
+        if bad is not None:
+            for label, c in status_counts(bad).items():
                 pair.send_errors[label] = pair.send_errors.get(label, 0) + c
         self._volume(pair, "outbound", now)
         if pair.alive and not pair.manual:
@@ -1241,10 +1304,64 @@ class Router:
             # the counter raises a rekey request like the lifetimes do
             seq = pair.outer_outbound.sa.seq
             limit = 0xFFFFFFFFFFFFFFFF if pair.outer_outbound.sa.esn else 0xFFFFFFFF
-            if (nbad and bool((status == Status.SEQ_EXHAUSTED).any())) or seq >= limit:
+            if (bad is not None and bool((bad == Status.SEQ_EXHAUSTED).any())) \
+                    or seq >= limit:
                 self._expire(pair)
             elif not pair.soft_fired and seq >= self.soft_lifetime * limit:
                 self._soft(pair, "sequence", now)
+
+    def _encap_multi(self, pairs: Sequence[SaPair | None], gsel: npt.NDArray[np.int64],
+                     g_peer: npt.NDArray[np.int64], dom: _Domain, sub: PacketBatch, f: _Hdr,
+                     pos: npt.NDArray[np.int64], now: float, out: npt.NDArray[np.uint8],
+                     out_off: npt.NDArray[np.int64]
+                     ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        """``_encap_pair`` for every pair of a layer at once (each one SA, no kilobyte
+        lifetime): packet i of ``sub`` (pair ``pairs[gsel[i]]``, header fields ``f`` at
+        ``pos[i]``) into ``out`` at ``out_off[i]``, one core call in packet order (so each
+        SA numbers its packets in their order, as one call per SA would)."""
+        n = len(sub)
+        ng = len(pairs)
+        status = np.zeros(n, dtype=_U8)
+        olen = np.zeros(n, dtype=_I64)
+        sas: list[SecurityAssociation] = []
+        g_idx = np.full(ng, -1, dtype=_I64)
+        g_transport = np.zeros(ng, dtype=bool)
+        for g, pair in enumerate(pairs):
+            if pair is not None:
+                g_idx[g] = len(sas)
+                sas.append(pair.outbound[0].sa)
+                g_transport[g] = pair.mode == "transport"
+        sa_index = g_idx[gsel]
+        modes = np.full(n, _TUNNEL, dtype=_U8)
+        if g_transport.any():
+            # the seed: transport "is applicable only to traffic whose source and
+            # destination addresses are the IPsec peer addresses"
+            tmask = g_transport[gsel] & (f.src[pos] == dom.local_int) & (
+                f.dst[pos] == g_peer[gsel])
+            modes[tmask] = _TRANSPORT
+        have = sa_index >= 0
+        if have.all():
+            res = _encapsulate_multi(sas, sa_index, modes, sub, out, out_off)
+            status[:] = res.status
+            olen[:] = res.packets.lengths
+        else:
+            status[~have] = Status.NO_SA
+            sel = np.nonzero(have)[0]
+            if sel.size:
+                res = _encapsulate_multi(sas, sa_index[sel], modes[sel], _take(sub, sel), out,
+                                         out_off[sel])
+                status[sel] = res.status
+                olen[sel] = res.packets.lengths
+        ok = status == 0
+        nok = np.bincount(gsel[ok], minlength=ng).tolist()
+        nbytes = np.bincount(gsel[ok], weights=sub.lengths[ok], minlength=ng).tolist()
+        bad_g = gsel[~ok]
+        failed = set(bad_g.tolist()) if bad_g.size else set()
+        for g, pair in enumerate(pairs):
+            if pair is None:
+                continue
+            bad = status[~ok][bad_g == g] if g in failed else None
+            self._sent(pair, int(nok[g]), int(nbytes[g]), bad, now)
         return status, olen
 
     @staticmethod
@@ -1299,8 +1416,26 @@ class Router:
             go = np.nonzero(reason == 0)[0]
             if go.size == 0:
                 break
-            gkeys, order, bounds = _group_index(f.proto[go], spi[go])
-            sp = go[order]  # positions in cur, grouped by SA
+            hint = self._spi_hint.get(dom.id, np.zeros(0, dtype=_I64))
+            gkeys, ginv, self._spi_hint[dom.id] = _spi_groups(f.proto[go], spi[go], hint)
+            recs: list[SaRecord | None] = []
+            for key in gkeys:
+                rec = self.sad.lookup_inbound(dom.id, local, key[0], key[1])
+                recs.append(rec if rec is not None and rec.pair is not None else None)
+            ng = len(recs)
+            counts = np.bincount(ginv, minlength=ng)
+            # Every pair one tunnel-mode SA without a kilobyte lifetime (the usual case):
+            # one core call over the packets in their order; else sorted by SA.
+            multi = all(r is None or (len(r.pair.inbound) == 1 and r.pair.mode != "transport"
+                                      and r.pair.lifetime_kilobytes is None)
+                        for r in recs if r is not None and r.pair is not None)
+            if multi:
+                sp, gsel = go, ginv
+                bounds: list[int] = []
+            else:
+                order = np.argsort(ginv, kind="stable")
+                sp, gsel = go[order], ginv[order]
+                bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer (a packet never grows when
             # opened: its slot is its own length), plus room for the bypassed packets.
             s_len = cur.lengths[sp]
@@ -1317,36 +1452,33 @@ class Router:
             s_status = np.zeros(sp.size, dtype=_U8)
             s_ooff = slot.copy()
             s_olen = np.zeros(sp.size, dtype=_I64)
-            recs: list[SaRecord | None] = []
-            for g, key in enumerate(gkeys):
-                a, b = bounds[g], bounds[g + 1]
-                rec = self.sad.lookup_inbound(dom.id, local, key[0], key[1])
-                if rec is None or rec.pair is None:
-                    s_status[a:b] = Status.UNKNOWN_SPI
-                    recs.append(None)
-                    continue
-                recs.append(rec)
-                sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
-                res = self._open_pair(rec.pair, sub, out, slot[a:b])
-                s_status[a:b] = res.status
-                s_ooff[a:b] = res.packets.offsets
-                s_olen[a:b] = res.packets.lengths
+            if multi:
+                self._open_multi(recs, gsel, s_cur, out, slot, s_status, s_ooff, s_olen)
+            else:
+                for g, rec in enumerate(recs):
+                    a, b = bounds[g], bounds[g + 1]
+                    if rec is None or rec.pair is None:
+                        s_status[a:b] = Status.UNKNOWN_SPI
+                        continue
+                    sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
+                    res = self._open_pair(rec.pair, sub, out, slot[a:b])
+                    s_status[a:b] = res.status
+                    s_ooff[a:b] = res.packets.offsets
+                    s_olen[a:b] = res.packets.lengths
             # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
-            counts = np.diff(bounds)
-            self._inner_flow(dom, recs, counts, s_status, out, s_ooff, s_olen)
-            g_entry = np.full(len(recs), -1, dtype=_I64)
-            g_sa = np.full(len(recs), -1, dtype=_I64)
+            self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen)
+            g_entry = np.full(ng, -1, dtype=_I64)
+            g_sa = np.full(ng, -1, dtype=_I64)
             for g, rec in enumerate(recs):
                 if rec is None or rec.pair is None:
                     continue
-                a, b = bounds[g], bounds[g + 1]
-                self._count_in(rec.pair, s_status[a:b], s_len[a:b], now)
                 g_entry[g] = rec.pair.entry
                 g_sa[g] = rec.id
+            self._count_in_groups(recs, gsel, s_status, s_len, now)
             gi = idx[sp]
-            found = np.repeat(g_sa >= 0, counts)
-            st.entry[gi[found]] = np.repeat(g_entry, counts)[found]
-            st.sa[gi[found]] = np.repeat(g_sa, counts)[found]
+            found = g_sa[gsel] >= 0
+            st.entry[gi[found]] = g_entry[gsel][found]
+            st.sa[gi[found]] = g_sa[gsel][found]
             ok = s_status == 0
             if ok.all():
                 okp: npt.NDArray[np.int64] | slice = slice(None)
@@ -1418,12 +1550,12 @@ class Router:
         return self._unprotect(pair, sub, out, out_off)
 
     def _inner_flow(self, dom: _Domain, recs: Sequence[SaRecord | None],
-                    counts: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
+                    gsel: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
                     out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
                     lens: npt.NDArray[np.int64]) -> None:
         """DESIGN.md §Policy 4 for every opened packet of a layer (grouped by SA as
         ``counts`` says): status INNER_FLOW_MISMATCH where the inner packet is not in the
-        flow of the SA that carried it.
+        flow of the SA that carried it (packet i carried by ``recs[gsel[i]]``).
 
         One classification of all inner packets (mirror) answers for every packet that
         its own entry protects first: then that entry's list permits it at the ACE found.
@@ -1436,7 +1568,7 @@ class Router:
                          else -2 for r in recs], dtype=_I64)
         g_ace = np.array([r.pair.scope[1] if r is not None and r.pair is not None else -1
                           for r in recs], dtype=_I64)
-        grp = np.repeat(np.arange(len(recs), dtype=_I64), counts)[okp]
+        grp = gsel[okp]
         want = g_le[grp]
         cls = dom.spd.lookup(inner, mirror=True)
         first = (cls.status == 0) & (cls.lists == want)
@@ -1462,19 +1594,56 @@ class Router:
             good[hosts] &= (fi.src == g_hd[gh]) & (fi.dst == g_hs[gh])
         status[okp[~good]] = Status.INNER_FLOW_MISMATCH
 
-    def _count_in(self, pair: SaPair, status: npt.NDArray[np.uint8],
-                  lengths: npt.NDArray[np.int64], now: float) -> None:
-        nbad = int(np.count_nonzero(status))
-        if nbad == 0:
-            pair.decaps += int(status.size)
-            pair.bytes_in += int(lengths.sum())
+    def _open_multi(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
+                    sub: PacketBatch, out: npt.NDArray[np.uint8],
+                    slot: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
+                    ooff: npt.NDArray[np.int64], olen: npt.NDArray[np.int64]) -> None:
+        """``_open_pair`` for every SA of a layer at once (each pair one tunnel-mode SA, no
+        kilobyte lifetime): packet i with ``recs[gsel[i]]`` into ``out`` at ``slot[i]``,
+        one core call in packet order; fills ``status`` / ``ooff`` / ``olen``."""
+        sas: list[SecurityAssociation] = []
+        g_idx = np.full(len(recs), -1, dtype=_I64)
+        for g, rec in enumerate(recs):
+            if rec is not None and rec.pair is not None:
+                g_idx[g] = len(sas)
+                sas.append(rec.pair.inbound[0].sa)
+        sa_index = g_idx[gsel]
+        have = sa_index >= 0
+        if have.all():
+            res = _decapsulate_multi(sas, sa_index, _TUNNEL, sub, out, slot)[0]
+            status[:] = res.status
+            olen[:] = res.packets.lengths
         else:
-            ok = status == 0
-            pair.decaps += int(status.size) - nbad
-            pair.bytes_in += int(lengths[ok].sum())
-            for label, c in status_counts(status[~ok]).items():
-                pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
-        self._volume(pair, "inbound", now)
+            status[~have] = Status.UNKNOWN_SPI
+            sel = np.nonzero(have)[0]
+            if sel.size:
+                res = _decapsulate_multi(sas, sa_index[sel], _TUNNEL, _take(sub, sel), out,
+                                         slot[sel])[0]
+                status[sel] = res.status
+                olen[sel] = res.packets.lengths
+        ooff[:] = slot
+
+    def _count_in_groups(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
+                         status: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
+                         now: float) -> None:
+        """``_count_in`` for every SA pair of a layer (packet i carried by
+        ``recs[gsel[i]]``)."""
+        ng = len(recs)
+        ok = status == 0
+        nok = np.bincount(gsel[ok], minlength=ng).tolist()
+        nbytes = np.bincount(gsel[ok], weights=lengths[ok], minlength=ng).tolist()
+        bad_g = gsel[~ok]
+        failed = set(bad_g.tolist()) if bad_g.size else set()
+        for g, rec in enumerate(recs):
+            if rec is None or rec.pair is None:
+                continue
+            pair = rec.pair
+            pair.decaps += int(nok[g])
+            pair.bytes_in += int(nbytes[g])
+            if g in failed:
+                for label, c in status_counts(status[~ok][bad_g == g]).items():
+                    pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
+            self._volume(pair, "inbound", now)
 
     @staticmethod
     def _unprotect(pair: SaPair, batch: PacketBatch, out: npt.NDArray[np.uint8],

@@ -12,6 +12,7 @@ ESP in its own mode, then AH in transport mode over the result.
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -410,3 +411,119 @@ def _chain(first: SaResult, stage: Callable[[PacketBatch], SaResult]) -> SaResul
     off[idx] = second.packets.offsets
     lens[idx] = second.packets.lengths
     return SaResult(_trusted_batch(second.packets.buffer, off, lens), status)
+
+
+# -- several SAs in one call ----------------------------------------------------------------
+def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
+                mode_ids: int | npt.ArrayLike, batch: PacketBatch, out: npt.NDArray[np.uint8],
+                out_offsets: npt.NDArray[np.int64], encap: bool
+                ) -> tuple[list[SecurityAssociation], npt.NDArray[np.int32],
+                           npt.NDArray[np.uint8]]:
+    """Programmer errors of a multi-SA call, before any C call: the SAs, one SA index and
+    one mode per packet, and every packet's slot inside ``out``."""
+    sas = list(sas)
+    for sa in sas:
+        if not isinstance(sa, SecurityAssociation):
+            raise TypeError(f"sas must be SecurityAssociations, not {type(sa).__name__}")
+        if sa.closed:
+            raise ValueError(f"{sa!r} is closed")
+    n = len(batch)
+    idx = np.asarray(sa_index)
+    if idx.ndim != 1 or idx.size != n or (n and idx.dtype.kind not in "iu"):
+        raise ValueError(f"sa_index must be {n} integers, one per packet")
+    if n and (int(idx.min()) < 0 or int(idx.max()) >= len(sas)):
+        raise ValueError(f"sa_index must be 0..{len(sas) - 1}")
+    idx = np.ascontiguousarray(idx, dtype=np.int32)
+    modes = np.ascontiguousarray(np.broadcast_to(np.asarray(mode_ids), (n,)))
+    if n and (modes.dtype.kind not in "iu" or not bool(np.isin(modes, _MULTI_MODES).all())):
+        raise ValueError("mode_ids must be MODE_IDS values (tunnel / transport)")
+    modes = modes.astype(np.uint8, copy=False)
+    if n:
+        growth = np.zeros((max(len(sas), 1), 2), dtype=np.int64)
+        if encap:
+            for k, sa in enumerate(sas):
+                for m in _MULTI_MODES:
+                    growth[k, m] = sa._max_growth(m)
+        sas[0]._placed(batch, out, out_offsets, 0)
+        room = out.size - batch.lengths - growth[idx, modes]
+        if bool(np.any(out_offsets > room)):
+            raise ValueError(f"out buffer of {out.size} bytes is too small: every packet "
+                             "needs its length + its SA's growth at its offset")
+    elif not isinstance(out, np.ndarray) or not isinstance(out_offsets, np.ndarray):
+        raise TypeError("out and out_offsets must be numpy arrays")
+    return sas, idx, modes
+
+
+_MULTI_MODES = (MODE_IDS["tunnel"], MODE_IDS["transport"])
+
+
+class _Locks:
+    """Every SA's lock of a multi-SA call, taken in one fixed order (by ``id``), so two
+    calls over overlapping SA sets never wait on each other in a cycle."""
+
+    def __init__(self, sas: Sequence[SecurityAssociation]) -> None:
+        self._locks = [sa._lock for sa in sorted({id(sa): sa for sa in sas}.values(), key=id)]
+
+    def __enter__(self) -> None:
+        taken = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
+def _encapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
+                       mode_ids: int | npt.ArrayLike, batch: PacketBatch,
+                       out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64],
+                       next_header: int = 4) -> SaResult:
+    """``_encapsulate`` of packets of several SAs in one core call, in input order: packet i
+    with ``sas[sa_index[i]]`` in mode ``mode_ids[i]`` (or one mode for all) into ``out`` at
+    ``out_offsets[i]`` (a slot of its length + that SA's ``_max_growth``). Sequence numbers,
+    counter IVs and counters move per SA exactly as with one call per SA on its packets."""
+    sas, idx, modes = _multi_args(sas, sa_index, mode_ids, batch, out, out_offsets, True)
+    n = len(batch)
+    stride = max([sa._cbc_iv_len for sa in sas if sa.protocol == "esp"], default=0)
+    fixed = [sa._fixed_iv for sa in sas]
+    random_iv = all(iv is None for iv in fixed)
+    ivs = np.empty(n * stride, dtype=np.uint8)
+    if stride and not random_iv:
+        # test hook: the SAs with a fixed IV get it, the others fresh random ones
+        ivs[:] = np.frombuffer(os.urandom(ivs.size), dtype=np.uint8)
+        rows = ivs.reshape(n, stride)
+        for k, iv in enumerate(fixed):
+            if iv is not None:
+                rows[idx == k, :len(iv)] = np.frombuffer(iv, dtype=np.uint8)
+    lens = np.empty(n, dtype=np.int64)
+    status = np.empty(n, dtype=np.uint8)
+    cores = [sa._core for sa in sas]
+    with _Locks(sas):
+        _esp.run_multi(cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out,
+                       out_offsets, lens, status, ivs, True, random_iv, next_header)
+    return SaResult(_trusted_batch(out, out_offsets, lens), status)
+
+
+def _decapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
+                       mode_ids: int | npt.ArrayLike, batch: PacketBatch,
+                       out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64]
+                       ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+    """``_decapsulate`` of packets of several SAs in one core call (slots of the packet's
+    length); (result, next header per packet). Replay windows and counters move per SA
+    exactly as with one call per SA on its packets in their order."""
+    sas, idx, modes = _multi_args(sas, sa_index, mode_ids, batch, out, out_offsets, False)
+    n = len(batch)
+    lens = np.empty(n, dtype=np.int64)
+    status = np.empty(n, dtype=np.uint8)
+    nhs = np.zeros(n, dtype=np.uint8)
+    cores = [sa._core for sa in sas]
+    with _Locks(sas):
+        _esp.run_multi(cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out,
+                       out_offsets, lens, status, None, False, False, 0, nhs)
+    return SaResult(_trusted_batch(out, out_offsets, lens), status), nhs

@@ -13,7 +13,8 @@ output packets are written back to back (a failed one gets length 0 and its slot
 zeroed, so no partial plaintext is left behind).
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, UINT32_MAX, UINT64_MAX
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, UINT32_MAX, UINT64_MAX
 from libc.string cimport memcpy, memset
 
 cimport openssl as ssl
@@ -1510,6 +1511,141 @@ cdef class SaCore:
             if internal or rand_ok != 1:
                 ssl.ERR_clear_error()
         return pos
+
+
+# --- several SAs in one call ---------------------------------------------------------------
+def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
+              const uint8_t[::1] buf, const int64_t[::1] offsets, const int64_t[::1] lengths,
+              uint8_t[::1] out, const int64_t[::1] out_offsets, int64_t[::1] out_lengths,
+              uint8_t[::1] status, uint8_t[::1] ivs, bint encap, bint random_iv=True,
+              int next_header=PROTO_IPIP, uint8_t[::1] next_headers=None):
+    """``encapsulate`` / ``decapsulate`` (``placed``) of packets that belong to different
+    SAs, in input order: packet i uses ``cores[sa_index[i]]`` in mode ``modes[i]`` and goes
+    to the slot ``out[out_offsets[i]:]`` of ``lengths[i] + max_growth(mode)`` bytes
+    (decapsulation: ``lengths[i]``). Each SA's state (sequence numbers, counter IVs, replay
+    window, counters) moves exactly as if it had been called on its own packets in their
+    order. ``ivs``: packet i's CBC IV at ``ivs[i * stride:]``, stride the longest CBC IV of
+    ``cores`` (0 when none), filled by one RAND_bytes call unless ``random_iv`` is false.
+
+    The caller holds every SA's lock (``ipsecfast.sa`` takes them in a fixed order).
+    Returns the stride. Raises ValueError before any packet is touched."""
+    cdef Py_ssize_t n = offsets.shape[0], i, nsa = len(cores), k
+    cdef int64_t bufsize = buf.shape[0], outsize = out.shape[0], o, l, ol, at, cap
+    cdef const uint8_t *bp = &buf[0] if bufsize > 0 else NULL
+    cdef uint8_t *op = &out[0] if outsize > 0 else NULL
+    cdef uint8_t *ivp = NULL
+    cdef uint8_t *nhp = NULL
+    cdef int r, rand_ok = 1, internal = 0, stride = 0, m, j
+    cdef int32_t x
+    cdef Sa *s
+    cdef Sa **sas = NULL
+    cdef int64_t *growth = NULL     # growth[k * 3 + mode]
+    cdef int *cbc = NULL            # SA k takes a CBC IV from ivs
+    cdef SaCore core
+    cores = tuple(cores)            # our own references for the nogil loop
+    nsa = len(cores)
+    if (lengths.shape[0] != n or sa_index.shape[0] != n or modes.shape[0] != n
+            or out_offsets.shape[0] != n or out_lengths.shape[0] < n or status.shape[0] < n):
+        raise ValueError("array lengths disagree")
+    if not 0 <= next_header <= 255:
+        raise ValueError("next header must be 0..255")
+    if next_headers is not None and next_headers.shape[0] >= n and n:
+        nhp = &next_headers[0]
+    sas = <Sa **>PyMem_Malloc((nsa + 1) * sizeof(Sa *))
+    growth = <int64_t *>PyMem_Malloc((nsa * 3 + 1) * sizeof(int64_t))
+    cbc = <int *>PyMem_Malloc((nsa + 1) * sizeof(int))
+    if sas == NULL or growth == NULL or cbc == NULL:
+        PyMem_Free(sas)
+        PyMem_Free(growth)
+        PyMem_Free(cbc)
+        raise MemoryError()
+    try:
+        for k in range(nsa):
+            core = cores[k]             # TypeError for anything but a SaCore
+            if core.closed:
+                raise ValueError("an SA is closed")
+            sas[k] = &core.s
+            for m in range(3):
+                growth[k * 3 + m] = _growth(&core.s, m) if encap else 0
+            cbc[k] = (encap and core.s.proto == PROTO_ESP and core.s.iv_len > 0
+                      and not core.s.counter_iv)
+            if cbc[k] and core.s.iv_len > stride:
+                stride = core.s.iv_len
+        if stride:
+            if ivs is None or ivs.shape[0] < n * stride:
+                raise ValueError("ivs must hold one IV per packet")
+            if n:
+                ivp = &ivs[0]
+        # every index, mode and slot checked before any write (the caller checked them
+        # already; this keeps the core memory-safe on its own)
+        for i in range(n):
+            x = sa_index[i]
+            m = modes[i]
+            if x < 0 or x >= nsa:
+                raise ValueError(f"sa_index[{i}] = {x} is not an index into the {nsa} SAs")
+            if m != MODE_TUNNEL and m != MODE_TRANSPORT:
+                raise ValueError(f"modes[{i}] = {m} is not tunnel or transport")
+            s = sas[x]
+            if m == MODE_TUNNEL and encap and (s.local == 0 or s.peer == 0):
+                raise ValueError("tunnel mode needs local and peer addresses")
+            if (out_offsets[i] < 0 or lengths[i] < 0 or out_offsets[i] > outsize
+                    or lengths[i] > outsize - out_offsets[i] - growth[x * 3 + m]):
+                raise ValueError("out buffer too small for the packets' slots")
+        with nogil:
+            if ivp != NULL and random_iv:
+                # RFC 4303 §3.3.2 / RFC 3602 §2.1: unpredictable CBC IVs, one call per batch
+                rand_ok = ssl.RAND_bytes(ivp, <int>(n * stride))
+            for i in range(n):
+                x = sa_index[i]
+                s = sas[x]
+                m = modes[i]
+                o = offsets[i]
+                l = lengths[i]
+                ol = 0
+                at = out_offsets[i]
+                cap = l + growth[x * 3 + m]
+                if o < 0 or l < 0 or o > bufsize - l:  # no int64 overflow on a huge offset
+                    r = ST_TRUNCATED
+                elif encap:
+                    if rand_ok != 1:
+                        r = ST_INTERNAL
+                    elif s.proto == PROTO_ESP:
+                        r = esp_encap_one(s, bp + o, l, op + at, cap, &ol, m, next_header,
+                                          ivp + i * stride if cbc[x] else NULL)
+                    else:
+                        r = ah_encap_one(s, bp + o, l, op + at, cap, &ol, m)
+                else:
+                    if s.proto == PROTO_ESP:
+                        r = esp_decap_one(s, bp + o, l, op + at, cap, &ol, m,
+                                          nhp + i if nhp != NULL else NULL)
+                    else:
+                        r = ah_decap_one(s, bp + o, l, op + at, cap, &ol, m,
+                                         nhp + i if nhp != NULL else NULL)
+                status[i] = r
+                if r == ST_OK:
+                    out_lengths[i] = ol
+                    if ol < cap:
+                        memset(op + at + ol, 0, cap - ol)
+                    if encap:
+                        s.enc_packets += 1
+                        s.enc_bytes += l
+                    else:
+                        s.dec_packets += 1
+                        s.dec_bytes += ol
+                else:
+                    out_lengths[i] = 0
+                    s.counts[r] += 1
+                    if r == ST_INTERNAL:
+                        internal = 1
+                    if cap > 0:
+                        memset(op + at, 0, cap)
+            if internal or rand_ok != 1:
+                ssl.ERR_clear_error()
+    finally:
+        PyMem_Free(sas)
+        PyMem_Free(growth)
+        PyMem_Free(cbc)
+    return stride
 
 
 def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len):
