@@ -128,11 +128,20 @@ def _chunk(cap: Capture, a: int, b: int) -> Capture:
     if len(frames):
         lo = int(frames.offsets.min())
         hi = int((frames.offsets + frames.lengths).max())
-        frames = PacketBatch(frames.buffer[lo:hi], frames.offsets - lo, frames.lengths)
-    sub = Capture(frames, cap.linktype, cap.timestamps[a:b], cap.orig_lengths[a:b],
-                  nanosecond=cap.nanosecond)
-    # Frames the reader did not take for IPv4 (e.g. another pcapng interface) stay so.
-    sub.is_ipv4 = sub.is_ipv4 & cap.is_ipv4[a:b]
+        frames = PacketBatch._trusted(frames.buffer[lo:hi], frames.offsets - lo,
+                                      frames.lengths)
+    # The link layers were parsed once for the whole file: slice the results instead of
+    # parsing every chunk again (what ``Capture(...)`` would do). Frames the reader did
+    # not take for IPv4 (e.g. another pcapng interface) stay so.
+    sub = Capture.__new__(Capture)
+    sub.linktype = cap.linktype
+    sub.frames = frames
+    sub.timestamps = cap.timestamps[a:b]
+    sub.orig_lengths = cap.orig_lengths[a:b]
+    sub.nanosecond = cap.nanosecond
+    sub.l3_offsets = cap.l3_offsets[a:b]
+    sub.is_ipv4 = cap.is_ipv4[a:b]
+    sub._ip_lengths = cap._ip_lengths[a:b]
     return sub
 
 
@@ -229,6 +238,28 @@ def _read_capture(source: str) -> Capture:
     return pcap.read(memoryview(mm))
 
 
+def _unlink_output(target: str) -> None:
+    """Remove an existing output capture before it is written again: rewriting a file
+    truncated to 0 makes ext4 flush it on close (its ``auto_da_alloc`` rule for files
+    replaced by truncation), 0.1 - 0.15 s for a 390 MB capture; a new file is not flushed.
+    Only a regular file with one link (a symlink or hard link is written through, as
+    before); the new file keeps the old permission bits."""
+    import stat
+
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            finally:
+                os.close(fd)
+
+
 def run_pcap(
     router: Router,
     ifname: str,
@@ -260,6 +291,7 @@ def run_pcap(
     verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
     n_ip = 0
+    _unlink_output(target)
     try:
         with open(target, "wb") as fh, tqdm(
             total=n, unit="pkt", unit_scale=True, file=sys.stderr, disable=not progress,
