@@ -65,6 +65,7 @@ _I32 = np.int32
 _I64 = np.int64
 ACQUIRE_RETRY_SECONDS = 10.0  # a pending ACQUIRE is not repeated for the same flow sooner
 IKE_PORTS = (500, 4500)
+_MULTI_IN_ORDER = True  # one-call layers keep input order (False: sorted by SA first)
 
 
 class Verdict(IntEnum):
@@ -525,6 +526,39 @@ def _group_keys(*cols: npt.NDArray[np.int64]
         keys.append((rest & ((1 << b) - 1)) + x)
         rest = rest >> b
     return np.stack(keys[::-1], axis=1).tolist(), inv
+
+
+def _sorted_by(group: npt.NDArray[np.int64], ngroups: int, pos: npt.NDArray[np.int64]
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(order, pos[order], group[order]): the packets grouped by ``group``, each group in
+    input order (a radix sort when the groups fit 16 bits; nothing with one group)."""
+    if ngroups <= 1:
+        return np.arange(group.size, dtype=_I64), pos, group
+    key = group.astype(np.uint16) if ngroups <= 1 << 16 else group
+    order = np.argsort(key, kind="stable").astype(_I64, copy=False)
+    return order, pos[order], group[order]
+
+
+def _per_group(gsel: npt.NDArray[np.int64], ngroups: int, status: npt.NDArray[np.uint8],
+               lengths: npt.NDArray[np.int64]
+               ) -> tuple[list[int], list[int],
+                          Callable[[int], npt.NDArray[np.uint8] | None]]:
+    """Per group of ``gsel``: packets with status 0, their input bytes, and a function
+    giving the statuses of the group's failed packets (None when none failed)."""
+    ok = status == 0
+    if ngroups == 1:
+        nok = [int(np.count_nonzero(ok))]
+        nbytes = [int(lengths.sum()) if nok[0] == ok.size else int(lengths[ok].sum())]
+    else:
+        nok = np.bincount(gsel, weights=ok, minlength=ngroups).astype(_I64).tolist()
+        nbytes = np.bincount(gsel, weights=np.where(ok, lengths, 0),
+                             minlength=ngroups).astype(_I64).tolist()
+    bad_g = gsel[~ok]
+    if bad_g.size == 0:
+        return nok, nbytes, lambda g: None
+    bad_status = status[~ok]
+    failed = set(bad_g.tolist())
+    return nok, nbytes, lambda g: bad_status[bad_g == g] if g in failed else None
 
 
 def _spi_groups(proto: npt.NDArray[np.int64], spi: npt.NDArray[np.int64],
@@ -1067,18 +1101,17 @@ class Router:
                 pairs.append(pair)
             counts = np.bincount(ginv, minlength=len(pairs))
             # Every pair one SA without a kilobyte lifetime (the usual case): one core call
-            # over the packets in their order. Else the packets are sorted by pair and each
-            # pair gets its own calls.
+            # for the layer over the packets in input order (the output buffer is then in
+            # input order too, which the rebuild of the capture reads faster). Else the
+            # packets are sorted by pair (stable: each SA numbers its packets in their
+            # order) and each pair gets its own calls.
             multi = all(p is None or (len(p.outbound) == 1 and p.lifetime_kilobytes is None)
                         for p in pairs)
-            if multi:
-                order = np.arange(m.size, dtype=_I64)
-                sm, gsel = m, ginv
-                bounds: list[int] = []
+            if multi and _MULTI_IN_ORDER:
+                order, sm, gsel = np.arange(m.size, dtype=_I64), m, ginv
             else:
-                order = np.argsort(ginv, kind="stable")
-                sm, gsel = m[order], ginv[order]
-                bounds = [0, *np.cumsum(counts).tolist()]
+                order, sm, gsel = _sorted_by(ginv, len(pairs), m)
+            bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer: each packet gets a slot of its
             # length + its SA's growth; the SAs write their packets straight into it.
             growth = np.array([self._growth(p) if p is not None else -1 for p in pairs],
@@ -1352,16 +1385,10 @@ class Router:
                                          out_off[sel])
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
-        ok = status == 0
-        nok = np.bincount(gsel[ok], minlength=ng).tolist()
-        nbytes = np.bincount(gsel[ok], weights=sub.lengths[ok], minlength=ng).tolist()
-        bad_g = gsel[~ok]
-        failed = set(bad_g.tolist()) if bad_g.size else set()
+        nok, nbytes, bad_of = _per_group(gsel, ng, status, sub.lengths)
         for g, pair in enumerate(pairs):
-            if pair is None:
-                continue
-            bad = status[~ok][bad_g == g] if g in failed else None
-            self._sent(pair, int(nok[g]), int(nbytes[g]), bad, now)
+            if pair is not None:
+                self._sent(pair, nok[g], nbytes[g], bad_of(g), now)
         return status, olen
 
     @staticmethod
@@ -1424,18 +1451,16 @@ class Router:
                 recs.append(rec if rec is not None and rec.pair is not None else None)
             ng = len(recs)
             counts = np.bincount(ginv, minlength=ng)
-            # Every pair one tunnel-mode SA without a kilobyte lifetime (the usual case):
-            # one core call over the packets in their order; else sorted by SA.
+            # Sorted by SA (stable, as outbound); every pair one tunnel-mode SA without a
+            # kilobyte lifetime (the usual case): one core call; else one call per pair.
             multi = all(r is None or (len(r.pair.inbound) == 1 and r.pair.mode != "transport"
                                       and r.pair.lifetime_kilobytes is None)
                         for r in recs if r is not None and r.pair is not None)
-            if multi:
+            if multi and _MULTI_IN_ORDER:
                 sp, gsel = go, ginv
-                bounds: list[int] = []
             else:
-                order = np.argsort(ginv, kind="stable")
-                sp, gsel = go[order], ginv[order]
-                bounds = [0, *np.cumsum(counts).tolist()]
+                _, sp, gsel = _sorted_by(ginv, ng, go)
+            bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer (a packet never grows when
             # opened: its slot is its own length), plus room for the bypassed packets.
             s_len = cur.lengths[sp]
@@ -1628,20 +1653,16 @@ class Router:
                          now: float) -> None:
         """``_count_in`` for every SA pair of a layer (packet i carried by
         ``recs[gsel[i]]``)."""
-        ng = len(recs)
-        ok = status == 0
-        nok = np.bincount(gsel[ok], minlength=ng).tolist()
-        nbytes = np.bincount(gsel[ok], weights=lengths[ok], minlength=ng).tolist()
-        bad_g = gsel[~ok]
-        failed = set(bad_g.tolist()) if bad_g.size else set()
+        nok, nbytes, bad_of = _per_group(gsel, len(recs), status, lengths)
         for g, rec in enumerate(recs):
             if rec is None or rec.pair is None:
                 continue
             pair = rec.pair
-            pair.decaps += int(nok[g])
-            pair.bytes_in += int(nbytes[g])
-            if g in failed:
-                for label, c in status_counts(status[~ok][bad_g == g]).items():
+            pair.decaps += nok[g]
+            pair.bytes_in += nbytes[g]
+            bad = bad_of(g)
+            if bad is not None:
+                for label, c in status_counts(bad).items():
                     pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
             self._volume(pair, "inbound", now)
 

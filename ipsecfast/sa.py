@@ -434,23 +434,37 @@ def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
     if n and (int(idx.min()) < 0 or int(idx.max()) >= len(sas)):
         raise ValueError(f"sa_index must be 0..{len(sas) - 1}")
     idx = np.ascontiguousarray(idx, dtype=np.int32)
-    modes = np.ascontiguousarray(np.broadcast_to(np.asarray(mode_ids), (n,)))
-    if n and (modes.dtype.kind not in "iu" or not bool(np.isin(modes, _MULTI_MODES).all())):
-        raise ValueError("mode_ids must be MODE_IDS values (tunnel / transport)")
-    modes = modes.astype(np.uint8, copy=False)
+    lo, hi = min(_MULTI_MODES), max(_MULTI_MODES)  # (the ids are consecutive)
+    if np.ndim(mode_ids) == 0:
+        m = mode_ids
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not lo <= m <= hi:
+            raise ValueError("mode_ids must be MODE_IDS values (tunnel / transport)")
+        modes = np.full(n, m, dtype=np.uint8)
+    else:
+        arr = np.asarray(mode_ids)
+        if arr.shape != (n,) or (n and (arr.dtype.kind not in "iu" or int(arr.min()) < lo
+                                        or int(arr.max()) > hi)):
+            raise ValueError("mode_ids must be MODE_IDS values (tunnel / transport), "
+                             "one per packet")
+        modes = np.ascontiguousarray(arr, dtype=np.uint8)
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 1 \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise TypeError("out must be a writable contiguous 1-D uint8 array")
+    if not isinstance(out_offsets, np.ndarray) or out_offsets.dtype != np.int64 \
+            or out_offsets.ndim != 1 or not out_offsets.flags.c_contiguous:
+        raise TypeError("out_offsets must be a contiguous 1-D int64 array")
+    if out_offsets.size != n:
+        raise ValueError(f"out_offsets has {out_offsets.size} entries for {n} packets")
     if n:
-        growth = np.zeros((max(len(sas), 1), 2), dtype=np.int64)
-        if encap:
-            for k, sa in enumerate(sas):
-                for m in _MULTI_MODES:
-                    growth[k, m] = sa._max_growth(m)
-        sas[0]._placed(batch, out, out_offsets, 0)
-        room = out.size - batch.lengths - growth[idx, modes]
-        if bool(np.any(out_offsets > room)):
+        need = batch.lengths
+        if encap:  # each SA's larger growth (tunnel): a bound on the packet's slot
+            gmax = np.array([max(sa._max_growth(m) for m in _MULTI_MODES) for sa in sas],
+                            dtype=np.int64)
+            need = need + gmax[idx]
+        # offset > size - room, not offset + room > size: a huge offset must not wrap
+        if int(out_offsets.min()) < 0 or bool(np.any(out_offsets > out.size - need)):
             raise ValueError(f"out buffer of {out.size} bytes is too small: every packet "
                              "needs its length + its SA's growth at its offset")
-    elif not isinstance(out, np.ndarray) or not isinstance(out_offsets, np.ndarray):
-        raise TypeError("out and out_offsets must be numpy arrays")
     return sas, idx, modes
 
 
