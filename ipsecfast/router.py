@@ -789,20 +789,23 @@ class Router:
 
     def _check_lifetimes(self, now: float) -> None:
         nxt = float("inf")
-        for pair in self.sad:
-            if pair.lifetime_seconds is None:
+        # pairs a rekey installs during the loop schedule themselves through _schedule
+        self._next_event = float("inf")
+        for pair in list(self.sad):
+            if pair.lifetime_seconds is None or not pair.alive:
                 continue
             age = now - pair.created
+            soft_at = self.soft_lifetime * pair.lifetime_seconds
+            # the soft limit first: the clock may have jumped past both limits at once
+            if not pair.soft_fired and age >= soft_at:
+                self._soft(pair, "seconds", now)
             if age >= pair.lifetime_seconds:
                 self._expire(pair)
                 continue
-            soft_at = self.soft_lifetime * pair.lifetime_seconds
-            if not pair.soft_fired and age >= soft_at:
-                self._soft(pair, "seconds", now)
             if not pair.soft_fired:
                 nxt = min(nxt, pair.created + soft_at)
             nxt = min(nxt, pair.created + pair.lifetime_seconds)
-        self._next_event = nxt
+        self._next_event = min(self._next_event, nxt)
 
     def _schedule(self, pair: SaPair) -> None:
         if pair.lifetime_seconds is not None:
@@ -828,10 +831,11 @@ class Router:
             return
         limit = pair.lifetime_kilobytes * 1024
         used = max(pair.bytes_in, pair.bytes_out)
+        # the soft limit first: one batch may cross both, and the rekey must still be asked
+        if not pair.soft_fired and used >= self.soft_lifetime * limit:
+            self._soft(pair, "kilobytes", now)
         if used >= limit:
             self._expire(pair)
-        elif not pair.soft_fired and used >= self.soft_lifetime * limit:
-            self._soft(pair, "kilobytes", now)
 
     @staticmethod
     def _flow_of(scope: Scope) -> Flow:
@@ -1708,6 +1712,7 @@ class Router:
         """IOS show commands: ``crypto ipsec sa [peer A | map M | detail]`` from the live
         SAD; everything else (``crypto map`` with live peers, ``access-lists`` with hit
         counts, ...) through ``show.show``."""
+        self._tick()  # expired SAs are gone before they are shown
         words = command.split()
         if words and "show".startswith(words[0].lower()) and len(words[0]) >= 2:
             words = words[1:]

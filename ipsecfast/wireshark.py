@@ -135,6 +135,7 @@ def write_esp_sa(path: str | os.PathLike[str], sas: Iterable[Any]) -> int:
         sys.stdout.write(text)
     else:
         fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already exists
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
     return sum(1 for line in lines if not line.startswith("#"))
