@@ -23,6 +23,7 @@ IOS choices made where the seed is silent are listed in ``Router``'s docstring.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -899,13 +900,21 @@ class Router:
                 for proto in protos:
                     k = keys[proto]
                     seq = 0
+                    iv_base = None
                     if manual and direction == "outbound":
                         seq = self._manual_seq.get((dom.id, proto, k.spi), 0)
+                        if proto == "esp" and t.esp_cipher is not None \
+                                and t.esp_cipher.iv_length == 8:
+                            # Counter IVs under a static key: start at a random point so
+                            # that another run with the same configuration does not
+                            # repeat this run's IVs (2^62 room; RFC 4106 §3.1). `check`
+                            # still reports manual counter-mode transforms as an error.
+                            iv_base = secrets.randbits(62)
                     sa = SecurityAssociation(
                         proto, k.spi, t,  # type: ignore[arg-type]
                         cipher_key=k.cipher_key if proto == "esp" else None,
                         auth_key=k.auth_key, mode="tunnel", local=dom.local, peer=peer,
-                        replay_window=replay_window, seq=seq)
+                        replay_window=replay_window, seq=seq, _iv_counter=iv_base)
                     made.append(sa)
                     records[direction].append(SaRecord(
                         self.sad.new_sa_id(), k.spi, proto, direction,  # type: ignore[arg-type]

@@ -56,3 +56,21 @@ def test_keys_file_is_0600_even_if_it_existed(tmp_path) -> None:  # type: ignore
     os.chmod(path, 0o666)
     write_esp_sa(path, [])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_manual_counter_mode_ivs_differ_between_runs_of_one_configuration() -> None:
+    # Two Routers from the same manual GCM configuration (two runs of `ipsecfast encrypt`)
+    # must not send the same IV under the same session key (RFC 4106 §3.1).
+    from test_router_kit import manual_pair
+
+    from ipsecfast.router import Router
+
+    a_cfg, b_cfg, _ = manual_pair("esp-gcm 128")
+    pkt = PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")])
+    ivs = set()
+    for _ in range(5):
+        wire = Router(a_cfg).outbound(IF, pkt).packets[0]
+        ivs.add(wire[28:36])
+    assert len(ivs) == 5
+    back = Router(b_cfg).inbound(IF, PacketBatch.from_list([wire]))
+    assert back.packets.to_list() == pkt.to_list()
