@@ -37,6 +37,7 @@ import numpy.typing as npt
 from .acl import AccessList, Ace
 from .config import Config, CryptoMapEntry, TransformSet, canonical_interface_name
 from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
+from .exceptions import ConfigError
 from .packets import PacketBatch
 from .sa import (
     MODE_IDS,
@@ -868,9 +869,17 @@ class Router:
                 if sk is None:
                     return None  # incomplete: the entry has no SA, its traffic drops (no-sa)
                 keys[direction][proto] = SaKeys(sk.spi, sk.cipher or b"", sk.authenticator or b"")
-        return self._install(dom, re_, e.peers[0], ts, keys["inbound"], keys["outbound"],
-                             (re_.index, ace, 0, 0), manual=True, lifetimes=None,
-                             replay_window=0)
+        try:
+            return self._install(dom, re_, e.peers[0], ts, keys["inbound"], keys["outbound"],
+                                 (re_.index, ace, 0, 0), manual=True, lifetimes=None,
+                                 replay_window=0)
+        except ValueError as err:
+            # e.g. the same inbound SPI in two manual entries: name the configuration line
+            sk = next((e.session_key("inbound", p) for p in ("esp", "ah")  # type: ignore[arg-type]
+                       if e.session_key("inbound", p) is not None), None)  # type: ignore[arg-type]
+            raise ConfigError(f"{re_.label}: {err}", lineno=sk.lineno if sk else e.lineno,
+                              line=sk.line if sk else e.line,
+                              source=self.config.source) from None
 
     def _install(
         self,

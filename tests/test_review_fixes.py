@@ -74,3 +74,27 @@ def test_manual_counter_mode_ivs_differ_between_runs_of_one_configuration() -> N
     assert len(ivs) == 5
     back = Router(b_cfg).inbound(IF, PacketBatch.from_list([wire]))
     assert back.packets.to_list() == pkt.to_list()
+
+
+def test_duplicate_manual_inbound_spi_is_a_config_error_with_its_line() -> None:
+    import pytest
+
+    from ipsecfast import ConfigError
+    from ipsecfast.config import parse_config
+    from ipsecfast.router import Router
+
+    key = "00112233445566778899aabbccddeeff"
+    auth = "00112233445566778899aabbccddeeff00112233"
+    text = "crypto ipsec transform-set T esp-aes esp-sha-hmac\n"
+    for n, peer in ((10, "192.0.2.2"), (20, "192.0.2.3")):
+        text += (f"crypto map M {n} ipsec-manual\n set peer {peer}\n set transform-set T\n"
+                 f" set session-key inbound esp 300 cipher {key} authenticator {auth}\n"
+                 f" set session-key outbound esp {300 + n} cipher {key} authenticator {auth}\n"
+                 f" match address {100 + n}\n")
+    text += ("interface GigabitEthernet0/0\n ip address 192.0.2.1 255.255.255.0\n crypto map M\n"
+             "access-list 110 permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255\n"
+             "access-list 120 permit ip 10.1.0.0 0.0.255.255 10.3.0.0 0.0.255.255\n")
+    with pytest.raises(ConfigError) as info:
+        Router(parse_config(text))
+    assert info.value.lineno == 11  # the second entry's `set session-key inbound esp 300`
+    assert "300" in str(info.value)
