@@ -380,9 +380,27 @@ def _sas(router: Router) -> list[Any]:
     return list(router.sad.sas())
 
 
+# `check` findings that change what encrypt / decrypt do: printed on stderr before a run,
+# so a typo that leaves an entry incomplete does not silently send traffic in the clear.
+_DATA_PLANE_RULES = frozenset({
+    "entry-incomplete", "empty-acl", "no-crypto-endpoint", "no-local-address",
+    "undefined-acl", "undefined-crypto-map", "undefined-dynamic-map", "undefined-interface",
+    "undefined-transform-set",
+})
+
+
+def _warn_config(config: Config) -> None:
+    from .check import check_config
+
+    for f in check_config(config):
+        if f.severity == "error" or f.rule in _DATA_PLANE_RULES:
+            print(f"ipsecfast: {f}", file=sys.stderr)
+
+
 @_config_errors
 def _cmd_pcap(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
+    _warn_config(config)
     # deletes the SAs and wipes their keys at the end; --peer-config: IKE with a simulated B
     with _router(config) as router, _peer_router(args, router):
         return _run_pcap_command(args, config, router)

@@ -98,3 +98,21 @@ def test_duplicate_manual_inbound_spi_is_a_config_error_with_its_line() -> None:
         Router(parse_config(text))
     assert info.value.lineno == 11  # the second entry's `set session-key inbound esp 300`
     assert "300" in str(info.value)
+
+
+def test_encrypt_warns_about_an_entry_a_typo_left_incomplete(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ipsecfast import pcap
+    from ipsecfast.cli import main
+
+    cfg = tmp_path / "a.cfg"
+    cfg.write_text("crypto ipsec transform-set T esp-aes esp-sha-hmac\n"
+                   "crypto map M 10 ipsec-isakmp\n set peer 192.0.2.2\n set transform-set T\n"
+                   " match adress 101\n"  # typo: IOS would refuse it; here the entry is incomplete
+                   "interface GigabitEthernet0/0\n ip address 192.0.2.1 255.255.255.0\n"
+                   " crypto map M\n"
+                   "access-list 101 permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255\n")
+    src, dst = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    pcap.write(src, PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")]))
+    assert main(["encrypt", "--config", str(cfg), "--quiet", str(src), str(dst)]) == 0
+    err = capsys.readouterr().err
+    assert "entry-incomplete" in err and "line 2" not in err and ":2:" in err
