@@ -1325,14 +1325,19 @@ class Router:
                 # the seed: transport "is applicable only to traffic whose source and
                 # destination addresses are the IPsec peer addresses"
                 tmask = (f.src[pos] == dom.local_int) & (f.dst[pos] == _addr(pair.peer))
-            for mask, mode_id in ((todo & ~tmask, _TUNNEL), (todo & tmask, _TRANSPORT)):
-                sel = np.nonzero(mask)[0]
-                if sel.size == 0:
-                    continue
+            sel = np.nonzero(todo)[0]
+            if sel.size:
+                # one call over the packets in input order (each SA numbers them as sent,
+                # or the peer's anti-replay window drops them); tunnel and transport mixed:
+                # a mode per packet
+                ts = tmask[sel]
+                mode: int | npt.NDArray[np.uint8] = (
+                    _TRANSPORT if ts.all() else _TUNNEL if not ts.any()
+                    else np.where(ts, _TRANSPORT, _TUNNEL).astype(_U8))
                 if sel.size == n:
-                    res = self._protect(pair, sub, mode_id, out, out_off)
+                    res = self._protect(pair, sub, mode, out, out_off)
                 else:
-                    res = self._protect(pair, _take(sub, sel), mode_id, out, out_off[sel])
+                    res = self._protect(pair, _take(sub, sel), mode, out, out_off[sel])
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
         nbad = int(np.count_nonzero(status))
@@ -1414,10 +1419,13 @@ class Router:
         return status, olen
 
     @staticmethod
-    def _protect(pair: SaPair, batch: PacketBatch, mode_id: int, out: npt.NDArray[np.uint8],
+    def _protect(pair: SaPair, batch: PacketBatch,
+                 mode_id: int | npt.NDArray[np.uint8], out: npt.NDArray[np.uint8],
                  out_off: npt.NDArray[np.int64]) -> SaResult:
-        """ESP first, AH outside it; the last SA writes into ``out`` at ``out_off``."""
-        if len(pair.outbound) == 1:
+        """ESP first, AH outside it; the last SA writes into ``out`` at ``out_off``.
+        ``mode_id``: one mode, or one per packet (the first SA's; one call in input
+        order, so the sequence numbers follow it)."""
+        if len(pair.outbound) == 1 and not isinstance(mode_id, np.ndarray):
             return pair.outbound[0].sa._encapsulate(batch, mode_id, 4, out=out,
                                                     out_offsets=out_off)
         res: SaResult | None = None
@@ -1426,8 +1434,16 @@ class Router:
             mid = mode_id if i == 0 else _TRANSPORT
 
             def stage(b: PacketBatch, o: npt.NDArray[np.int64] | None,
-                      sa: SecurityAssociation = rec.sa, mid: int = mid) -> SaResult:
-                return sa._encapsulate(b, mid, 4, **_out(out, o))
+                      sa: SecurityAssociation = rec.sa,
+                      mid: int | npt.NDArray[np.uint8] = mid) -> SaResult:
+                if not isinstance(mid, np.ndarray):
+                    return sa._encapsulate(b, mid, 4, **_out(out, o))
+                if o is None:  # its own buffer: slots of the length + the larger growth
+                    o, size = _slots(b.lengths + max(sa._max_growth(_TUNNEL),
+                                                     sa._max_growth(_TRANSPORT)))
+                    return _encapsulate_multi([sa], np.zeros(len(b), dtype=_I64), mid, b,
+                                              np.empty(size, dtype=_U8), o)
+                return _encapsulate_multi([sa], np.zeros(len(b), dtype=_I64), mid, b, out, o)
 
             o = out_off if i == last else None
             res = stage(batch, o) if res is None else _then(res, stage, o)
