@@ -28,10 +28,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from . import pcap
 from .config import parse_config
@@ -41,7 +39,7 @@ from .router import Router, Verdict
 from .wireshark import write_esp_sa
 
 __all__ = ["run_demo", "make_ipv4_batch", "make_demo_traffic", "mirror_flows",
-           "transmission_order", "DEMO_A_CONFIG", "DEMO_B_CONFIG"]
+           "DEMO_A_CONFIG", "DEMO_B_CONFIG"]
 
 # Internet-mix-like sizes (bytes of the whole IPv4 packet) and how often each occurs.
 _SIZES = np.array([40, 64, 128, 256, 576, 1024, 1400, 1500])
@@ -282,27 +280,6 @@ def mirror_flows(batch: PacketBatch) -> PacketBatch:
     return PacketBatch(buf, off.copy(), c.lengths.copy())
 
 
-def transmission_order(out: Any) -> npt.NDArray[np.int64]:
-    """A permutation of a ``RouterResult``'s packets into the order a router would put
-    them on the wire: each SA's packets by ESP sequence number, in the slots its packets
-    hold (everything else stays). ``Router.outbound`` numbers a batch's tunnel-mode
-    packets of an SA before its transport-mode ones (one core call per mode), so with
-    ``mode transport`` the result's input order is not the sending order, and a receiver
-    fed that order drops the early numbers as outside its anti-replay window."""
-    n = len(out.verdict)
-    order = np.arange(n, dtype=np.int64)
-    pk = out.packets
-    for sa in np.unique(out.sa[out.verdict == Verdict.PROTECT]):
-        pos = np.nonzero((out.sa == sa) & (out.verdict == Verdict.PROTECT))[0]
-        sub = pk[pos]
-        ihl = (sub.byte_at(0) & 0xF) * 4
-        # RFC 4303 §2.2: ESP seq after the SPI; RFC 4302 §2: AH's after next header,
-        # length, reserved and SPI
-        seq = sub.u32_at(ihl + np.where(sub.byte_at(9) == 51, 8, 4))
-        order[pos] = pos[np.argsort(seq, kind="stable")]
-    return order
-
-
 def _same(a: PacketBatch, b: PacketBatch) -> bool:
     """Packet-for-packet equality of two aligned batches (no gather of the whole buffer:
     slices of the two buffers compared in place)."""
@@ -367,15 +344,14 @@ def run_demo(quiet: bool = False, packets: int = 200_000, repeat: int = 3,
             t0 = time.perf_counter()
             out = sender.outbound(s_if, pk)
             t1 = time.perf_counter()
-            order = transmission_order(out)
-            wire = out.packets[order]
+            wire = out.packets  # input order is the sending order (sequence numbers follow it)
             t2 = time.perf_counter()
             back = receiver.inbound(r_if, wire)
             t3 = time.perf_counter()
             if way == "a-to-b" and (rnd > 0 or repeat <= 1):
                 t_enc, t_dec = min(t_enc, t1 - t0), min(t_dec, t3 - t2)
-            sent = pk[order]
-            verdict = out.verdict[order]
+            sent = pk
+            verdict = out.verdict
             prot = np.nonzero(verdict == Verdict.PROTECT)[0]
             clear = np.nonzero(verdict == Verdict.BYPASS)[0]
             dropped = int((verdict == Verdict.DROP).sum())
