@@ -1479,6 +1479,13 @@ class Router:
             if reason.any():
                 st.drop(idx[reason != 0], reason[reason != 0])
             go = np.nonzero(reason == 0)[0]
+            # Unknown SPIs are dropped here, vectorised, so a flood of random SPIs costs no
+            # Python per distinct SPI in the grouping below.
+            known = self.sad.known_inbound(dom.id, local)
+            miss = ~np.isin((f.proto[go].astype(_I64) << 32) | spi[go].astype(_I64), known)
+            if miss.any():
+                st.drop(idx[go[miss]], np.full(int(miss.sum()), Status.UNKNOWN_SPI, dtype=_U8))
+                go = go[~miss]
             if go.size == 0:
                 break
             hint = self._spi_hint.get(dom.id, np.zeros(0, dtype=_I64))

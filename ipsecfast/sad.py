@@ -24,7 +24,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from .sa import SecurityAssociation
 from .transform import Transforms
@@ -142,6 +145,9 @@ class SecurityAssociationDatabase:
         self._outbound: dict[tuple[int, Scope], SaPair] = {}
         self._next_pair = 1
         self._next_sa = 1
+        # (domain, destination) -> sorted int64 array of (protocol << 32 | SPI) installed,
+        # rebuilt lazily after a change: lets the router drop unknown SPIs vectorised
+        self._known: dict[tuple[int, int], Any] = {}
 
     # -- records -------------------------------------------------------------------------
     def sas(self) -> list[SaRecord]:
@@ -182,6 +188,16 @@ class SecurityAssociationDatabase:
                        ) -> SaRecord | None:
         return self._inbound.get((domain, destination, proto_number, spi))
 
+    def known_inbound(self, domain: int, destination: int) -> npt.NDArray[np.int64]:
+        """Sorted ``protocol << 32 | SPI`` of every inbound SA addressed to
+        ``destination`` in ``domain``."""
+        arr = self._known.get((domain, destination))
+        if arr is None:
+            arr = np.array(sorted((k[2] << 32) | k[3] for k in self._inbound
+                                  if k[0] == domain and k[1] == destination), dtype=np.int64)
+            self._known[(domain, destination)] = arr
+        return arr
+
     def lookup_outbound(self, domain: int, scope: Scope) -> SaPair | None:
         return self._outbound.get((domain, scope))
 
@@ -202,6 +218,7 @@ class SecurityAssociationDatabase:
             r.pair = pair
         self.pairs[pair.id] = pair
         self._inbound[key] = pair.outer_inbound
+        self._known.clear()
         self._outbound[(pair.domain, pair.scope)] = pair
 
     def remove(self, pair: SaPair) -> None:
@@ -213,6 +230,7 @@ class SecurityAssociationDatabase:
                                pair.outer_inbound.protocol, pair.outer_inbound.spi)
         if self._inbound.get(key) is pair.outer_inbound:
             del self._inbound[key]
+            self._known.clear()
         if self._outbound.get((pair.domain, pair.scope)) is pair:
             del self._outbound[(pair.domain, pair.scope)]
             # an older pair of the same flow (kept for inbound) takes over, newest first

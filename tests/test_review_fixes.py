@@ -116,3 +116,22 @@ def test_encrypt_warns_about_an_entry_a_typo_left_incomplete(tmp_path, capsys) -
     assert main(["encrypt", "--config", str(cfg), "--quiet", str(src), str(dst)]) == 0
     err = capsys.readouterr().err
     assert "entry-incomplete" in err and "line 2" not in err and ":2:" in err
+
+
+def test_unknown_spis_are_dropped_and_counted() -> None:
+    import struct
+
+    from test_router_kit import manual_pair
+
+    from ipsecfast import Status
+    from ipsecfast.router import Router, Verdict
+
+    a_cfg, b_cfg, _ = manual_pair("esp-aes esp-sha-hmac")
+    b = Router(b_cfg)
+    good = Router(a_cfg).outbound(IF, PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")]))
+    wire = good.packets[0]
+    forged = [wire[:20] + struct.pack("!I", 0x10000 + i) + wire[24:] for i in range(300)]
+    res = b.inbound(IF, PacketBatch.from_list([*forged, wire]))
+    assert res.verdict.tolist() == [Verdict.DROP] * 300 + [Verdict.PROTECT]
+    assert set(res.reason[:300].tolist()) == {Status.UNKNOWN_SPI}
+    assert b.drops[IF]["recv"].get("unknown-spi") == 300
