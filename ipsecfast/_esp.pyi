@@ -91,4 +91,7 @@ def run_multi(
     random_iv: bool = ...,
     next_header: int = ...,
     next_headers: npt.NDArray[np.uint8] | None = ...,
+    sa_part: npt.NDArray[np.int32] | None = ...,
+    part: int = ...,
 ) -> int: ...
+def random_fill(out: npt.NDArray[np.uint8]) -> None: ...

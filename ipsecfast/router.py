@@ -23,6 +23,7 @@ IOS choices made where the seed is silent are listed in ``Router``'s docstring.
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -610,6 +611,16 @@ def _is_ip(text: str) -> bool:
 # Router
 
 
+def default_crypto_threads() -> int:
+    """The CPUs this process may use, less one (left for the caller's own work, e.g. the
+    pcap writer thread of ``ipsecfast encrypt``), at least 1 and at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus - 1, 4))
+
+
 class Router:
     """One IOS device: interfaces, the crypto map set on each, and the SA database.
 
@@ -623,6 +634,9 @@ class Router:
       (``ipsec-isakmp``) without a peer is incomplete and ignored; a dynamic entry without
       ``match address`` is ignored, with an empty or undefined list it drops everything it
       sees (``no-acl``, both directions).
+    * ``crypto_threads`` (default ``default_crypto_threads()``): a batch's packets of
+      different SAs are encrypted / decrypted on up to this many threads, each SA's
+      packets on one thread in their order, so every result is the one-thread result.
     * Nesting: an entry already applied to a packet is not applied again to its outer
       packet. ``result.entry`` / ``result.sa`` name the layer that protects the original
       packet (outbound: the first applied; inbound: the last peeled).
@@ -652,9 +666,14 @@ class Router:
         clock: Callable[[], float] | None = None,
         nesting_depth: int = 2,
         soft_lifetime: float = 0.9,
+        crypto_threads: int | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError("Router takes a Config (parse_config(text))")
+        if crypto_threads is None:
+            crypto_threads = default_crypto_threads()
+        if isinstance(crypto_threads, bool) or not 1 <= int(crypto_threads) <= 64:
+            raise ValueError("crypto_threads must be 1..64")
         if isinstance(nesting_depth, bool) or not 1 <= int(nesting_depth) <= 8:
             raise ValueError("nesting_depth must be 1..8")
         if not 0.0 < float(soft_lifetime) <= 1.0:
@@ -663,6 +682,9 @@ class Router:
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.nesting_depth = int(nesting_depth)
         self.soft_lifetime = float(soft_lifetime)
+        # a batch's packets of different SAs are encrypted / decrypted on up to this many
+        # threads (each SA's packets on one thread, in order); 1: the calling thread only
+        self.crypto_threads = int(crypto_threads)
         self.negotiator: Any = None
         self.sad = SecurityAssociationDatabase()
         self.entries: list[RouterEntry] = []
@@ -1401,7 +1423,8 @@ class Router:
             modes[tmask] = _TRANSPORT
         have = sa_index >= 0
         if have.all():
-            res = _encapsulate_multi(sas, sa_index, modes, sub, out, out_off)
+            res = _encapsulate_multi(sas, sa_index, modes, sub, out, out_off,
+                                     threads=self.crypto_threads)
             status[:] = res.status
             olen[:] = res.packets.lengths
         else:
@@ -1409,7 +1432,7 @@ class Router:
             sel = np.nonzero(have)[0]
             if sel.size:
                 res = _encapsulate_multi(sas, sa_index[sel], modes[sel], _take(sub, sel), out,
-                                         out_off[sel])
+                                         out_off[sel], threads=self.crypto_threads)
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
         nok, nbytes, bad_of = _per_group(gsel, ng, status, sub.lengths)
@@ -1680,7 +1703,8 @@ class Router:
         sa_index = g_idx[gsel]
         have = sa_index >= 0
         if have.all():
-            res = _decapsulate_multi(sas, sa_index, _TUNNEL, sub, out, slot)[0]
+            res = _decapsulate_multi(sas, sa_index, _TUNNEL, sub, out, slot,
+                                     threads=self.crypto_threads)[0]
             status[:] = res.status
             olen[:] = res.packets.lengths
         else:
@@ -1688,7 +1712,7 @@ class Router:
             sel = np.nonzero(have)[0]
             if sel.size:
                 res = _decapsulate_multi(sas, sa_index[sel], _TUNNEL, _take(sub, sel), out,
-                                         slot[sel])[0]
+                                         slot[sel], threads=self.crypto_threads)[0]
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
         ooff[:] = slot

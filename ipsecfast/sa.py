@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -470,6 +470,81 @@ def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
 
 _MULTI_MODES = (MODE_IDS["tunnel"], MODE_IDS["transport"])
 
+#: Below this many packets a multi-SA call stays on the calling thread (a thread hand-off
+#: costs tens of microseconds; 4096 packets take about a millisecond).
+PARALLEL_MIN_PACKETS = 4096
+_pool_lock = threading.Lock()
+_pool: list[object] = []  # [ThreadPoolExecutor] once made, grown to the largest ask
+
+
+def _executor(workers: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pool_lock:
+        if not _pool or _pool[0]._max_workers < workers:  # type: ignore[attr-defined]
+            if _pool:
+                _pool.pop().shutdown(wait=False)  # type: ignore[attr-defined]
+            _pool.append(ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="ipsecfast-crypto"))
+        return _pool[0]
+
+
+def _sa_parts(idx: npt.NDArray[np.int32], lengths: npt.NDArray[np.int64], nsa: int,
+              threads: int) -> npt.NDArray[np.int32] | None:
+    """Which thread takes each SA's packets: the SAs by load (bytes + a per-packet cost),
+    largest first, each to the least loaded thread (LPT scheduling). None when splitting
+    cannot gain: one SA, or one SA with nearly all the work."""
+    load = np.bincount(idx, weights=lengths + 64, minlength=nsa)
+    used = np.flatnonzero(load)
+    if used.size < 2 or float(load.max()) > 0.9 * float(load.sum()):
+        return None
+    parts = np.zeros(nsa, dtype=np.int32)
+    bins = [0.0] * min(threads, int(used.size))
+    for k in used[np.argsort(-load[used], kind="stable")].tolist():
+        j = bins.index(min(bins))
+        parts[k] = j
+        bins[j] += float(load[k])
+    return parts
+
+
+def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
+               modes: npt.NDArray[np.uint8], batch: PacketBatch, out: npt.NDArray[np.uint8],
+               out_offsets: npt.NDArray[np.int64], lens: npt.NDArray[np.int64],
+               status: npt.NDArray[np.uint8], ivs: npt.NDArray[np.uint8] | None, encap: bool,
+               random_iv: bool, next_header: int, nhs: npt.NDArray[np.uint8] | None,
+               threads: int, stride: int) -> None:
+    """``_esp.run_multi``, split over ``threads`` threads by SA when that pays: each SA's
+    packets stay on one thread, in their order, so sequence numbers, IVs, replay windows
+    and counters end exactly as with one call (the caller holds every SA's lock). Every
+    part is waited for before an error is raised, so no thread still writes into ``out``."""
+    args = (cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out, out_offsets,
+            lens, status, ivs, encap)
+    parts = None
+    if threads > 1 and len(batch) >= PARALLEL_MIN_PACKETS and len(cores) > 1:
+        parts = _sa_parts(idx, batch.lengths, len(cores), threads)
+    if parts is None:
+        _esp.run_multi(*args, random_iv, next_header, nhs)
+        return
+    if encap and stride and random_iv:
+        assert ivs is not None
+        _esp.random_fill(ivs)  # once for every part: the parts then read their packets' IVs
+    nparts = int(parts.max()) + 1
+    pool = _executor(nparts - 1)
+    futures = [pool.submit(_esp.run_multi, *args, False, next_header, nhs, parts, p)
+               for p in range(1, nparts)]
+    error: BaseException | None = None
+    try:
+        _esp.run_multi(*args, False, next_header, nhs, parts, 0)
+    except BaseException as err:
+        error = err
+    for fut in futures:
+        try:
+            fut.result()
+        except BaseException as err:
+            error = error or err
+    if error is not None:
+        raise error
+
 
 class _Locks:
     """Every SA's lock of a multi-SA call, taken in one fixed order (by ``id``), so two
@@ -497,11 +572,12 @@ class _Locks:
 def _encapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
                        mode_ids: int | npt.ArrayLike, batch: PacketBatch,
                        out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64],
-                       next_header: int = 4) -> SaResult:
+                       next_header: int = 4, threads: int = 1) -> SaResult:
     """``_encapsulate`` of packets of several SAs in one core call, in input order: packet i
     with ``sas[sa_index[i]]`` in mode ``mode_ids[i]`` (or one mode for all) into ``out`` at
     ``out_offsets[i]`` (a slot of its length + that SA's ``_max_growth``). Sequence numbers,
-    counter IVs and counters move per SA exactly as with one call per SA on its packets."""
+    counter IVs and counters move per SA exactly as with one call per SA on its packets.
+    ``threads``: up to this many threads, each SA's packets on one of them."""
     sas, idx, modes = _multi_args(sas, sa_index, mode_ids, batch, out, out_offsets, True)
     n = len(batch)
     stride = max([sa._cbc_iv_len for sa in sas if sa.protocol == "esp"], default=0)
@@ -519,18 +595,19 @@ def _encapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLi
     status = np.empty(n, dtype=np.uint8)
     cores = [sa._core for sa in sas]
     with _Locks(sas):
-        _esp.run_multi(cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out,
-                       out_offsets, lens, status, ivs, True, random_iv, next_header)
+        _run_multi(cores, idx, modes, batch, out, out_offsets, lens, status, ivs, True,
+                   random_iv, next_header, None, threads, stride)
     return SaResult(_trusted_batch(out, out_offsets, lens), status)
 
 
 def _decapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
                        mode_ids: int | npt.ArrayLike, batch: PacketBatch,
-                       out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64]
-                       ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+                       out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64],
+                       threads: int = 1) -> tuple[SaResult, npt.NDArray[np.uint8]]:
     """``_decapsulate`` of packets of several SAs in one core call (slots of the packet's
     length); (result, next header per packet). Replay windows and counters move per SA
-    exactly as with one call per SA on its packets in their order."""
+    exactly as with one call per SA on its packets in their order. ``threads``: as for
+    ``_encapsulate_multi``."""
     sas, idx, modes = _multi_args(sas, sa_index, mode_ids, batch, out, out_offsets, False)
     n = len(batch)
     lens = np.empty(n, dtype=np.int64)
@@ -538,6 +615,6 @@ def _decapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLi
     nhs = np.zeros(n, dtype=np.uint8)
     cores = [sa._core for sa in sas]
     with _Locks(sas):
-        _esp.run_multi(cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out,
-                       out_offsets, lens, status, None, False, False, 0, nhs)
+        _run_multi(cores, idx, modes, batch, out, out_offsets, lens, status, None, False,
+                   False, 0, nhs, threads, 0)
     return SaResult(_trusted_batch(out, out_offsets, lens), status), nhs

@@ -1518,7 +1518,8 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
               const uint8_t[::1] buf, const int64_t[::1] offsets, const int64_t[::1] lengths,
               uint8_t[::1] out, const int64_t[::1] out_offsets, int64_t[::1] out_lengths,
               uint8_t[::1] status, uint8_t[::1] ivs, bint encap, bint random_iv=True,
-              int next_header=PROTO_IPIP, uint8_t[::1] next_headers=None):
+              int next_header=PROTO_IPIP, uint8_t[::1] next_headers=None,
+              const int32_t[::1] sa_part=None, int part=0):
     """``encapsulate`` / ``decapsulate`` (``placed``) of packets that belong to different
     SAs, in input order: packet i uses ``cores[sa_index[i]]`` in mode ``modes[i]`` and goes
     to the slot ``out[out_offsets[i]:]`` of ``lengths[i] + max_growth(mode)`` bytes
@@ -1526,6 +1527,12 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
     window, counters) moves exactly as if it had been called on its own packets in their
     order. ``ivs``: packet i's CBC IV at ``ivs[i * stride:]``, stride the longest CBC IV of
     ``cores`` (0 when none), filled by one RAND_bytes call unless ``random_iv`` is false.
+
+    ``sa_part`` / ``part``: only the packets of the SAs k with ``sa_part[k] == part`` are
+    processed (their outputs, statuses and SA states; nothing else is written), so that
+    calls for different parts can run at once on different threads: an SA belongs to one
+    part, and each SA's packets are still processed in their order by one thread. With
+    parts, fill ``ivs`` beforehand (``random_fill``) and pass ``random_iv`` false.
 
     The caller holds every SA's lock (``ipsecfast.sa`` takes them in a fixed order).
     Returns the stride. Raises ValueError before any packet is touched."""
@@ -1537,6 +1544,7 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
     cdef uint8_t *nhp = NULL
     cdef int r, rand_ok = 1, internal = 0, stride = 0, m, j
     cdef int32_t x
+    cdef const int32_t *partp = NULL
     cdef Sa *s
     cdef Sa **sas = NULL
     cdef int64_t *growth = NULL     # growth[k * 3 + mode]
@@ -1551,6 +1559,13 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
         raise ValueError("next header must be 0..255")
     if next_headers is not None and next_headers.shape[0] >= n and n:
         nhp = &next_headers[0]
+    if sa_part is not None:
+        if sa_part.shape[0] != nsa:
+            raise ValueError("sa_part must have one entry per SA")
+        if random_iv:
+            raise ValueError("a call for one part needs its IVs filled beforehand")
+        if nsa:
+            partp = &sa_part[0]
     sas = <Sa **>PyMem_Malloc((nsa + 1) * sizeof(Sa *))
     growth = <int64_t *>PyMem_Malloc((nsa * 3 + 1) * sizeof(int64_t))
     cbc = <int *>PyMem_Malloc((nsa + 1) * sizeof(int))
@@ -1597,6 +1612,8 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
                 rand_ok = ssl.RAND_bytes(ivp, <int>(n * stride))
             for i in range(n):
                 x = sa_index[i]
+                if partp != NULL and partp[x] != part:
+                    continue            # another thread's SA
                 s = sas[x]
                 m = modes[i]
                 o = offsets[i]
@@ -1646,6 +1663,21 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
         PyMem_Free(growth)
         PyMem_Free(cbc)
     return stride
+
+
+def random_fill(uint8_t[::1] out):
+    """Fill ``out`` from OpenSSL's CSPRNG (RAND_bytes), without the GIL: the CBC IVs of a
+    ``run_multi`` split into parts. Raises InternalError when the generator fails."""
+    cdef int ok = 1
+    cdef Py_ssize_t n = out.shape[0]
+    if n == 0:
+        return
+    if n > 0x7FFFFFFF:
+        raise ValueError("at most 2**31 - 1 bytes per call")
+    with nogil:
+        ok = ssl.RAND_bytes(&out[0], <int>n)
+    if ok != 1:
+        raise InternalError(f"RAND_bytes failed: {_drain_errors()}")
 
 
 def hmac(int auth, const uint8_t[::1] key, const uint8_t[::1] data, int out_len):

@@ -319,3 +319,123 @@ def test_other_programmer_errors() -> None:
     with pytest.raises(ValueError, match="closed"):
         _encapsulate_multi(sas, idx, TUNNEL, batch, out, off)
     assert sas[0].seq == 0
+
+
+# -- several threads (``threads=``): each SA's packets on one thread -----------------------
+
+
+@pytest.fixture
+def parts_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every batch goes parallel (no size floor), and the parts the core ran are recorded."""
+    import ipsecfast.sa as sa_mod
+
+    monkeypatch.setattr(sa_mod, "PARALLEL_MIN_PACKETS", 1)
+    seen: list[int] = []
+    real = _esp.run_multi
+
+    def spy(*args: object, **kw: object) -> int:
+        if len(args) >= 17:
+            seen.append(int(args[16]))  # type: ignore[call-overload]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sa_mod._esp, "run_multi", spy)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+def test_threaded_encap_equals_one_call_per_sa(mode: str, parts_spy: list[int]) -> None:
+    multi, single = twins(SPECS)
+    batch = damaged_batch()
+    idx = interleaved(len(batch), len(SPECS))
+    mid = MODE_IDS[mode]  # type: ignore[index]
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    res = _encapsulate_multi(multi, idx, mid, batch, out, off, threads=3)
+    assert sorted(parts_spy) == [0, 1, 2]  # it did run in three parts
+    got = packets(res.packets)
+    for k, sa in enumerate(single):
+        sel = np.flatnonzero(idx == k)
+        ref = sa._encapsulate(take(batch, sel), mid, 4)
+        assert ref.status.tolist() == res.status[sel].tolist(), SPECS[k]
+        assert packets(ref.packets) == [got[i] for i in sel], SPECS[k]
+        assert state(sa) == state(multi[k]), SPECS[k]
+
+
+def test_threaded_random_cbc_ivs_fresh_and_decryptable(parts_spy: list[int]) -> None:
+    specs = [("esp", "esp-aes esp-sha-hmac"), ("esp", "esp-3des esp-md5-hmac"),
+             ("esp", "esp-gcm 256")]
+    tx, rx = twins(specs, fixed_iv=False)
+    batch = batch_of([20, 64, 100, 511, 1000, 1480] * 20)
+    idx = interleaved(len(batch), len(specs), seed=4)
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    res = _encapsulate_multi(tx, idx, TUNNEL, batch, out, off, threads=2)
+    assert sorted(parts_spy) == [0, 1]
+    assert res.all_ok
+    wire = packets(res.packets)
+    # the CBC IV follows the 8-byte ESP header (+ 20-byte outer IPv4 header)
+    cbc = [i for i in range(len(wire)) if idx[i] in (0, 1)]
+    ivs = {wire[i][28:36] for i in cbc}
+    assert len(ivs) == len(cbc)  # one fresh IV per packet, none zero or repeated
+    for k, sa in enumerate(rx):
+        sel = np.flatnonzero(idx == k)
+        back, _ = sa._decapsulate(take(res.packets, sel), TUNNEL)
+        assert back.all_ok, specs[k]
+        assert packets(back.packets) == [packets(batch)[i] for i in sel], specs[k]
+
+
+def test_threaded_decap_equals_one_call_per_sa(parts_spy: list[int]) -> None:
+    tx, _ = twins(SPECS)
+    multi, single = twins(SPECS)
+    batch = batch_of(SIZES * 3)
+    idx = interleaved(len(batch), len(SPECS), seed=21)
+    enc, _, _ = encap_multi(tx, idx, TUNNEL, batch)
+    wire = packets(enc.packets)  # type: ignore[attr-defined]
+    wire[7] = wire[7][:-1] + bytes([wire[7][-1] ^ 1])  # a flipped ICV byte
+    wire += [wire[3], b"", wire[5][:30]]  # a replay, an empty and a truncated packet
+    idx = np.concatenate([idx, idx[[3]], [0], idx[[5]]]).astype(np.int32)
+    sealed = PacketBatch.from_list(wire)
+    off, out = slots(sealed.lengths, 0)
+    res, nhs = _decapsulate_multi(multi, idx, TUNNEL, sealed, out, off, threads=4)
+    assert len(parts_spy) >= 2 and 0 in parts_spy
+    got = packets(res.packets)
+    for k, sa in enumerate(single):
+        sel = np.flatnonzero(idx == k)
+        ref, ref_nhs = sa._decapsulate(take(sealed, sel), TUNNEL)
+        assert ref.status.tolist() == res.status[sel].tolist(), SPECS[k]
+        assert packets(ref.packets) == [got[i] for i in sel], SPECS[k]
+        assert ref_nhs.tolist() == nhs[sel].tolist(), SPECS[k]
+        assert state(sa) == state(multi[k]), SPECS[k]
+    assert Status.REPLAY in res.status.tolist()
+
+
+def test_threaded_split_needs_two_sas_with_work() -> None:
+    from ipsecfast.sa import _sa_parts
+
+    lengths = np.full(100, 500, dtype=np.int64)
+    one = np.zeros(100, dtype=np.int32)
+    assert _sa_parts(one, lengths, 3, 2) is None  # one SA: nothing to split
+    skew = np.where(np.arange(100) < 95, 0, 1).astype(np.int32)
+    assert _sa_parts(skew, lengths, 2, 2) is None  # one SA has 95 % of the work
+    even = (np.arange(100) % 4).astype(np.int32)
+    parts = _sa_parts(even, lengths, 5, 2)
+    assert parts is not None and sorted(parts[:4].tolist()) == [0, 0, 1, 1]
+    # largest first to the least loaded thread: loads 4, 3, 3, 2 -> {4, 2} and {3, 3}
+    lpt = np.repeat(np.arange(4), [40, 30, 30, 20]).astype(np.int32)
+    parts = _sa_parts(lpt, np.full(120, 100, dtype=np.int64), 4, 2)
+    assert parts is not None and parts[0] == parts[3] != parts[1] == parts[2]
+
+
+def test_run_multi_part_needs_prefilled_ivs() -> None:
+    sas, _ = twins([("esp", "esp-aes esp-sha-hmac"), ("esp", "esp-gcm 256")], fixed_iv=False)
+    batch = batch_of([64, 100])
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    n = len(batch)
+    with pytest.raises(ValueError, match="filled beforehand"):
+        _esp.run_multi([s._core for s in sas], np.zeros(n, np.int32), np.zeros(n, np.uint8),
+                       batch.buffer, batch.offsets, batch.lengths, out, off,
+                       np.zeros(n, np.int64), np.zeros(n, np.uint8), np.zeros(n * 16, np.uint8),
+                       True, True, 4, None, np.zeros(2, np.int32), 0)
+    with pytest.raises(ValueError, match="one entry per SA"):
+        _esp.run_multi([s._core for s in sas], np.zeros(n, np.int32), np.zeros(n, np.uint8),
+                       batch.buffer, batch.offsets, batch.lengths, out, off,
+                       np.zeros(n, np.int64), np.zeros(n, np.uint8), np.zeros(n * 16, np.uint8),
+                       True, False, 4, None, np.zeros(3, np.int32), 0)
