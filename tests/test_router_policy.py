@@ -80,7 +80,10 @@ def make_packet(proto: int, src: str, dst: str, sport: int, dport: int) -> bytes
 @given(st.lists(entry, min_size=1, max_size=4), st.lists(packet, min_size=1, max_size=30))
 def test_router_policy_equals_first_permit(entries: list, packets: list) -> None:
     cfg = parse_config(build(entries))
-    router = Router(cfg)
+    # one layer: the oracle is first_permit on the inner packet; a later entry that also
+    # permits the ESP packet (local -> peer) would nest a second layer (Figure 1), which
+    # tests/test_router_sa.py covers
+    router = Router(cfg, nesting_depth=1)
     acls = []
     for i, (manual, _) in enumerate(entries):
         acl = cfg.access_lists.get(str(101 + i), AccessList(str(101 + i)))
