@@ -389,12 +389,22 @@ _DATA_PLANE_RULES = frozenset({
 })
 
 
-def _warn_config(config: Config) -> None:
+def _warn_config(config: Config, per_rule: int = 3) -> None:
+    """The findings of ``_DATA_PLANE_RULES`` and every error, on stderr: at most
+    ``per_rule`` of one rule, then one line with how many more (``ipsecfast check`` lists
+    them all)."""
     from .check import check_config
 
+    shown: dict[str, int] = {}
     for f in check_config(config):
         if f.severity == "error" or f.rule in _DATA_PLANE_RULES:
-            print(f"ipsecfast: {f}", file=sys.stderr)
+            shown[f.rule] = shown.get(f.rule, 0) + 1
+            if shown[f.rule] <= per_rule:
+                print(f"ipsecfast: {f}", file=sys.stderr)
+    for rule, count in shown.items():
+        if count > per_rule:
+            print(f"ipsecfast: ... and {count - per_rule} more [{rule}] "
+                  "(ipsecfast check lists them all)", file=sys.stderr)
 
 
 @_config_errors
@@ -508,6 +518,25 @@ def _write_hop(cap: Capture, packets: Any, keep: Any, path: str) -> None:
     pcap.write(path, cap.replace_ip_packets(packets, keep))
 
 
+def _same_bytes(a: Any, b: Any, chunk: int = 1 << 16) -> Any:
+    """Per packet: ``a[i] == b[i]``, for batches of equal lengths packet by packet. Both
+    are gathered back to back a chunk at a time and compared whole; a packet differs when
+    any of its bytes does (``logical_or.reduceat`` over its span)."""
+    import numpy as np
+
+    n = len(a)
+    eq = np.ones(n, dtype=bool)
+    for lo in range(0, n, chunk):
+        ca, cb = a[lo:lo + chunk].compact(), b[lo:lo + chunk].compact()
+        total = int(ca.lengths.sum())
+        if total == 0:
+            continue
+        diff = ca.buffer[:total] != cb.buffer[:total]
+        has = np.flatnonzero(ca.lengths > 0)  # (reduceat needs each span non-empty)
+        eq[lo + has] = ~np.logical_or.reduceat(diff, ca.offsets[has])
+    return eq
+
+
 def _simulate_way(sender: Router, s_if: str, receiver: Router, r_if: str, packets: Any
                   ) -> dict[str, Any]:
     """Packets out of ``sender`` and into ``receiver`` in the sender's order (the order it
@@ -526,15 +555,7 @@ def _simulate_way(sender: Router, s_if: str, receiver: Router, r_if: str, packet
     good = prot[ok]
     same = (recv_packets.lengths[good] == packets.lengths[good])
     idx = good[same]
-    if idx.size:
-        a, b = recv_packets[idx], packets[idx]
-        ma, mb = memoryview(a.buffer.data), memoryview(b.buffer.data)
-        eq = np.array([ma[x:x + n] == mb[y:y + n] for x, y, n in zip(
-            a.offsets.tolist(), b.offsets.tolist(), a.lengths.tolist(), strict=True)],
-            dtype=bool)
-    else:
-        eq = np.zeros(0, dtype=bool)
-    intact = int(eq.sum())
+    intact = int(_same_bytes(recv_packets[idx], packets[idx]).sum())
     clear = np.nonzero(sent == Verdict.BYPASS)[0]
     return {
         "sent": out, "packets": out.packets, "received": recv_packets,
