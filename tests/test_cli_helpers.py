@@ -67,3 +67,15 @@ def test_same_bytes_equals_python_comparison() -> None:
         b = PacketBatch(b.buffer, b.offsets + 2, b.lengths - 2)
         got = _same_bytes(a, b, chunk=rnd.choice([1, 3, 7, 1 << 16])).tolist()
         assert got == [x == y for x, y in zip(pa, pb, strict=True)]
+
+
+def test_tune_allocator_applies_on_glibc_and_is_idempotent() -> None:
+    import ctypes
+    import sys
+
+    from ipsecfast.cli import tune_allocator
+
+    first = tune_allocator()
+    assert tune_allocator() == first  # applied once, the answer remembered
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    assert first == glibc
