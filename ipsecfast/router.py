@@ -138,6 +138,14 @@ class Flow:
             return (entry, -1, self.source, self.destination)
         return (entry, self.ace, 0, 0)
 
+    @classmethod
+    def from_scope(cls, scope: Scope) -> Flow:
+        """The flow of an SA pair's ``scope`` (``SaPair.scope``): the inverse of
+        ``scope``."""
+        if scope[1] < 0:
+            return cls(-1, scope[2], scope[3])
+        return cls(scope[1])
+
 
 @dataclass(frozen=True)
 class SaKeys:
@@ -701,6 +709,9 @@ class Router:
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
         self._iface_domain: dict[str, _Domain] = {}
+        # event listeners (on_sa_deleted / on_traffic_received): what a negotiator hooks
+        self._deleted_listeners: list[Callable[[Router, SaPair, str], None]] = []
+        self._received_listeners: list[Callable[[Router, Sequence[SaPair]], None]] = []
         self._build_entries()
         self._build_domains()
         bc = []
@@ -836,8 +847,16 @@ class Router:
             soft = pair.created + self.soft_lifetime * pair.lifetime_seconds
             self._next_event = min(self._next_event, soft)
 
-    def _expire(self, pair: SaPair) -> None:
+    def _expire(self, pair: SaPair, reason: str = "expired") -> None:
+        self._delete(pair, reason)
+
+    def _delete(self, pair: SaPair, reason: str) -> None:
+        """Remove ``pair`` (keys wiped) and tell the ``on_sa_deleted`` listeners."""
+        if not pair.alive or self.sad.pairs.get(pair.id) is not pair:
+            return
         self.sad.remove(pair)
+        for listener in list(self._deleted_listeners):
+            listener(self, pair, reason)
 
     def _soft(self, pair: SaPair, reason: str, now: float) -> None:
         pair.soft_fired = True
@@ -863,9 +882,7 @@ class Router:
 
     @staticmethod
     def _flow_of(scope: Scope) -> Flow:
-        if scope[1] < 0:
-            return Flow(-1, scope[2], scope[3])
-        return Flow(scope[1])
+        return Flow.from_scope(scope)
 
     # -- SA installation -------------------------------------------------------------------
     def _install_manual(self, dom: _Domain) -> None:
@@ -915,6 +932,7 @@ class Router:
         manual: bool,
         lifetimes: tuple[int, int] | None,
         replay_window: int,
+        rekey: bool | None = None,
     ) -> SaPair:
         assert dom.local is not None
         t = ts.transforms
@@ -961,7 +979,8 @@ class Router:
             self.sad.new_pair_id(), dom.id, re_.index, peer, dom.local, scope,
             records["inbound"], records["outbound"], manual, float(self.clock()),
             lifetimes[0] if lifetimes else None, lifetimes[1] if lifetimes else None,
-            rekey=(not manual and not re_.dynamic and re_.config.kind == "ipsec-isakmp"))
+            rekey=(not manual and not re_.dynamic and re_.config.kind == "ipsec-isakmp")
+            if rekey is None else (bool(rekey) and not manual))
         try:
             self.sad.add(pair)
         except ValueError:
@@ -985,6 +1004,7 @@ class Router:
         lifetime_seconds: int | None = None,
         lifetime_kilobytes: int | None = None,
         replay_window: int | None = None,
+        rekey: bool | None = None,
     ) -> SaPair:
         """Install a negotiated SA pair (the IKE side calls this).
 
@@ -994,8 +1014,13 @@ class Router:
         ``AcquireRequest``); ``interface``: needed when the entry's map is on several
         interfaces with separate SADs; ``transform_set``: the negotiated set (default the
         entry's first); lifetimes default to the entry's, else the global ones; the
-        anti-replay window to ``crypto ipsec security-association replay`` (0 disabled).
-        Returns the ``SaPair``; its SAs are in ``router.sad``."""
+        anti-replay window to ``crypto ipsec security-association replay`` (0 disabled);
+        ``rekey``: whether the pair's soft limit raises a rekey request (default: for a
+        static ``ipsec-isakmp`` entry yes, for a dynamic-map entry no; an IKE passes True
+        for the pairs of a temporary crypto map entry, which the seed has "requesting new
+        security associations if the current ones are expiring").
+        Returns the ``SaPair``; its SAs are in ``router.sad``; it becomes the outbound
+        pair of its flow."""
         if not 0 <= entry < len(self.entries):
             raise ValueError(f"entry must be 0..{len(self.entries) - 1}")
         re_ = self.entries[entry]
@@ -1037,14 +1062,14 @@ class Router:
             dom, re_, str(ipaddress.IPv4Address(peer)), ts, inbound, outbound, scope,
             manual=False,
             lifetimes=(lifetime_seconds or secs, lifetime_kilobytes or kb),
-            replay_window=window)
+            replay_window=window, rekey=rekey)
         return pair
 
     def close(self) -> None:
         """Delete every SA, manual ones included, and wipe the keys (when done with the
         router; ``with Router(cfg) as r:`` does it on exit)."""
         for pair in list(self.sad):
-            self.sad.remove(pair)
+            self._delete(pair, "closed")
 
     def __enter__(self) -> Router:
         return self
@@ -1081,12 +1106,81 @@ class Router:
                 # sequence number (and so its counter IVs) so no IV repeats under the key.
                 for r in pair.outbound:
                     self._manual_seq[(pair.domain, r.protocol, r.spi)] = r.sa.seq
-            self.sad.remove(pair)
+            self._delete(pair, "cleared")
         self._pending.clear()
         for pair in pairs:
             if pair.manual:
                 self._install_manual_entry(self._domains[pair.domain], self.entries[pair.entry])
         return len(pairs)
+
+    # -- hooks for a negotiator (IKE) --------------------------------------------------------
+    def on_sa_deleted(self, callback: Callable[[Router, SaPair, str], None]) -> None:
+        """Call ``callback(router, pair, reason)`` each time an SA pair is deleted, right
+        after its removal from ``router.sad`` (keys already wiped, ``pair.alive`` False).
+        ``reason``: ``"expired"`` (a lifetime in seconds or kilobytes, or the sequence
+        counter, ran out: when the router's lifetime check runs, i.e. at the next
+        ``outbound`` / ``inbound`` / ``show`` / ``check_lifetimes`` after the limit),
+        ``"cleared"`` (``clear_crypto_sa``) or ``"closed"`` (``close``). It may run inside
+        ``outbound`` / ``inbound``: it must not raise."""
+        self._deleted_listeners.append(callback)
+
+    def on_traffic_received(self, callback: Callable[[Router, Sequence[SaPair]], None]
+                            ) -> None:
+        """Call ``callback(router, pairs)`` from ``inbound``, once per layer of
+        decapsulation of each call (never per packet), with the SA pairs through which
+        at least one packet arrived intact (authenticated, decrypted and inside the
+        pair's flow), each pair once. This is "the last peer that the router heard from
+        (received either traffic ...)" of the seed's load sharing; ``select_outbound``
+        acts on it. It must not raise."""
+        self._received_listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[..., None]) -> None:
+        """Stop calling ``callback`` (registered with ``on_sa_deleted`` or
+        ``on_traffic_received``)."""
+        for listeners in (self._deleted_listeners, self._received_listeners):
+            while callback in listeners:
+                listeners.remove(callback)
+
+    def check_lifetimes(self) -> None:
+        """Run the lifetime check now (``outbound``, ``inbound`` and ``show`` run it on
+        their own): soft limits reached raise rekey requests, pairs past a hard limit
+        are deleted (``on_sa_deleted`` listeners are told)."""
+        self._tick()
+
+    def select_outbound(self, pair: SaPair) -> None:
+        """Make the installed ``pair`` the outbound pair of its flow (its entry and ACE,
+        or host pair): the flow's traffic goes to ``pair.peer`` from the next packet on.
+        The pair the flow used until now stays for inbound traffic until it expires.
+        Load sharing uses it for the peer last heard from. ValueError if ``pair`` is not
+        a live pair of this router."""
+        if not pair.alive or self.sad.pairs.get(pair.id) is not pair:
+            raise ValueError(f"SA pair {pair.id} is not installed in this router")
+        self.sad.set_outbound(pair)
+
+    def set_entry_flows(self, entry: int, acl: AccessList | None) -> None:
+        """Give the dynamic-map entry ``router.entries[entry]`` the access list ``acl``
+        for traffic filtering (``None``: none; such an entry "is ignored during traffic
+        filtering", the seed) and recompile the SPD of every interface that uses its
+        crypto map set. ``entry.acl`` (hit counters, ``show``) becomes ``acl`` too.
+
+        For an IKE that installs temporary crypto map entries from a template without
+        ``match address`` ("the router performs normal processing, using this temporary
+        crypto map entry as a normal entry"). SA pairs name their flow by ACE index
+        (``Flow.ace``): keep the permits of live pairs at their positions. ValueError
+        for an entry that is not from a dynamic map (static and manual entries take
+        their flows from the configuration)."""
+        if not 0 <= entry < len(self.entries):
+            raise ValueError(f"entry must be 0..{len(self.entries) - 1}")
+        re_ = self.entries[entry]
+        if not re_.dynamic:
+            raise ValueError(f"{re_.label} is not a dynamic-map entry: its flows come from "
+                             "its access list")
+        re_.spd = SpdList(acl)
+        re_.acl = acl
+        start, end = self._map_slices[re_.map_name]
+        for dom in self._domains:
+            if dom.map_name == re_.map_name:
+                dom.spd = CryptoMapSpd([e.spd for e in self.entries[start:end]])
 
     # -- outbound --------------------------------------------------------------------------
     def _start(self, ifname: str, batch: PacketBatch) -> tuple[str, _Domain | None, _State]:
@@ -1734,6 +1828,12 @@ class Router:
                 for label, c in status_counts(bad).items():
                     pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
             self._volume(pair, "inbound", now)
+        if self._received_listeners:
+            heard = [r.pair for g, r in enumerate(recs) if nok[g] and r is not None
+                     and r.pair is not None and r.pair.alive]
+            if heard:
+                for listener in list(self._received_listeners):
+                    listener(self, heard)
 
     @staticmethod
     def _unprotect(pair: SaPair, batch: PacketBatch, out: npt.NDArray[np.uint8],

@@ -221,6 +221,13 @@ class SecurityAssociationDatabase:
         self._known.clear()
         self._outbound[(pair.domain, pair.scope)] = pair
 
+    def set_outbound(self, pair: SaPair) -> None:
+        """Make the installed ``pair`` the outbound pair of its flow (the others of the
+        flow stay for inbound traffic)."""
+        if self.pairs.get(pair.id) is not pair:
+            raise ValueError(f"SA pair {pair.id} is not in the database")
+        self._outbound[(pair.domain, pair.scope)] = pair
+
     def remove(self, pair: SaPair) -> None:
         """Delete ``pair`` and wipe its keys."""
         if self.pairs.pop(pair.id, None) is None:
