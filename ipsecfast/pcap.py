@@ -69,6 +69,8 @@ _MAX_TS_NS = (1 << 32) * 1_000_000_000  # classic pcap seconds are 32-bit unsign
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 _I64 = np.int64
+# IEEE 802.3 minimum frame size, 64 bytes, less the 4-byte FCS pcap files leave out
+_ETH_MIN_FRAME = 60
 
 
 class Capture:
@@ -168,8 +170,13 @@ class Capture:
         ``keep`` entry is False are dropped; non-IPv4 frames are copied unchanged.
 
         Trailers of the old frames are not kept; an 802.3 length field (LLC/SNAP) is set
-        for the new length. Timestamps carry over; the wire length of a rebuilt frame is
-        its new length. The new frames are gathered into one buffer by a compiled loop.
+        for the new length (without padding). A rebuilt Ethernet frame (``LINKTYPE_ETHERNET``)
+        shorter than 60 bytes, the IEEE 802.3 minimum without the FCS, is padded with zero
+        bytes to 60; as Linux pads (``ETH_ZLEN``) a frame whose VLAN tags are in the frame
+        data, tagged frames are padded to 60 too, tags included. Other link types (raw IP,
+        Linux SLL, PPP, ...) are not padded. Timestamps carry over; the wire length of a
+        rebuilt frame is its new (padded) length. The new frames are gathered into one
+        buffer by a compiled loop.
         """
         if not isinstance(packets, PacketBatch):
             raise TypeError("packets must be a PacketBatch")
@@ -197,11 +204,22 @@ class Capture:
         hdr_len = np.where(pkt_index >= 0, self.l3_offsets[sel], 0)
         rebuilt = pkt_index >= 0
         out_len = src_len.copy()
-        out_len[rebuilt] = hdr_len[rebuilt] + packets.lengths[pkt_index[rebuilt]]
+        new_len = hdr_len[rebuilt] + packets.lengths[pkt_index[rebuilt]]
+        pad = (
+            self.linktype == LINKTYPE_ETHERNET
+            and new_len.size > 0
+            and int(new_len.min()) < _ETH_MIN_FRAME
+        )
+        out_len[rebuilt] = np.maximum(new_len, _ETH_MIN_FRAME) if pad else new_len
         out_off = np.zeros(sel.size, dtype=_I64)
         if sel.size > 1:
             np.cumsum(out_len[:-1], out=out_off[1:])
-        out = np.empty(int(out_len.sum()), dtype=np.uint8)
+        # The compiled rebuild writes header + packet only, so the bytes after a short
+        # frame's data stay as allocated: zeroed when there is padding. np.zeros costs
+        # about what np.empty does (fresh pages come zeroed from the OS and are touched
+        # by the rebuild anyway), far less than scattering zeros per padded byte.
+        size = int(out_len.sum())
+        out = np.zeros(size, dtype=np.uint8) if pad else np.empty(size, dtype=np.uint8)
         _pcap.rebuild(
             self.frames.buffer, src_off, src_len, hdr_len, pkt_index,
             packets.buffer, packets.offsets, packets.lengths,

@@ -29,8 +29,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.ipsec import AH, ESP  # noqa: E402
 from scapy.layers.ipsec import SecurityAssociation as ScapySA  # noqa: E402
-from scapy.layers.l2 import ARP, Ether  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
+from scapy.layers.l2 import ARP, LLC, SNAP, Dot1Q, Dot3, Ether  # noqa: E402
+from scapy.packet import Packet, Raw  # noqa: E402
 from scapy.utils import rdpcap, wrpcap  # noqa: E402
 
 from ipsecfast import pcap  # noqa: E402
@@ -192,20 +192,34 @@ def bypass_packets() -> list[IP]:
     ]
 
 
+def eth(frame: Packet) -> Ether:
+    """An Ethernet frame as on the wire: padded with zeros to the 60-byte minimum (IEEE
+    802.3, FCS not captured); scapy itself builds runts."""
+    return Ether(bytes(frame).ljust(60, b"\0"))
+
+
+def ip_of(payload: bytes) -> bytes:
+    """The IPv4 packet at the start of ``payload``, without the Ethernet padding after it
+    (cut at the IPv4 total length)."""
+    return payload[: int.from_bytes(payload[2:4], "big")]
+
+
 def build_capture(path: Path, packets: list, ethernet: bool, *, pad_bypass: bool = True) -> None:
-    """Frames in order with distinct timestamps; Ethernet captures get an ARP frame and an
-    IPv6 frame (non-IPv4), raw ones an IPv6 packet; one bypassed Ethernet frame carries a
-    4-byte trailer (padding) that must survive untouched."""
+    """Frames in order with distinct timestamps; Ethernet frames padded to 60 bytes as on
+    the wire. Ethernet captures get an ARP frame and an IPv6 frame (non-IPv4), raw ones an
+    IPv6 packet; one bypassed Ethernet frame carries a 4-byte trailer (an FCS) after its
+    padding that must survive untouched."""
     frames = []
     if ethernet:
-        frames.append(Ether(src=A_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=A_ADDR, pdst=B_ADDR))
+        frames.append(eth(Ether(src=A_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=A_ADDR, pdst=B_ADDR)))
     for i, p in enumerate(packets):
-        frames.append(Ether(src=A_MAC, dst=B_MAC) / p if ethernet else p)
+        frames.append(eth(Ether(src=A_MAC, dst=B_MAC) / p) if ethernet else p)
         if i == 2:
-            frames.append(Ether(src=A_MAC, dst=B_MAC) / IPv6(dst="2001:db8::1") / UDP()
+            frames.append(eth(Ether(src=A_MAC, dst=B_MAC) / IPv6(dst="2001:db8::1") / UDP())
                           if ethernet else IPv6(dst="2001:db8::1") / UDP())
     if ethernet and pad_bypass:
-        frames.append(Ether(bytes(Ether(src=A_MAC, dst=B_MAC) / bypass_packets()[1]) + b"\0\0\0\0"))
+        padded = bytes(eth(Ether(src=A_MAC, dst=B_MAC) / bypass_packets()[1]))
+        frames.append(Ether(padded + b"\xde\xad\xbe\xef"))
     for i, f in enumerate(frames):
         f.time = T0 + i * 0.001 + 0.000001 * i
     wrpcap(str(path), frames, linktype=1 if ethernet else 101)
@@ -287,12 +301,12 @@ def test_round_trip_and_scapy_oracle(tmp_path: Path, capsys: pytest.CaptureFixtu
     inner = {bytes(p) for p in prot}
     opened = 0
     for old, new in zip(b_frames, a_frames, strict=True):
-        if old[l3:] in inner:
+        if ip_of(old[l3:]) in inner:
             assert new != old
             assert new[:l3] == old[:l3]  # link header kept
             outer = IP(new[l3:])
             assert outer.proto == (51 if parse_transforms(ts_text).has_ah else 50)
-            assert scapy_open(pair, new, ethernet) == old[l3:]
+            assert scapy_open(pair, new, ethernet) == ip_of(old[l3:])
             opened += 1
         else:  # non-IPv4 and bypassed: untouched, trailers included
             assert new == old
@@ -302,6 +316,38 @@ def test_round_trip_and_scapy_oracle(tmp_path: Path, capsys: pytest.CaptureFixtu
     s = summary(capsys)
     assert (s["protected"], s["bypassed"], s["dropped"]) == (len(prot), n_bypass, 0)
     assert dec.read_bytes() == clear.read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+def test_padded_short_frames_survive_the_round_trip(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    mode: str) -> None:
+    """A 60-byte Ethernet frame carrying a 28-byte IPv4 packet (plain, 802.1Q-tagged and
+    802.3 LLC/SNAP) comes back from encrypt -> decrypt byte for byte, padding and wire
+    length included: the rebuilt frame is padded again, not a 42-byte runt."""
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac", mode)
+    if mode == "tunnel":
+        small = IP(src="10.1.0.1", dst="10.2.0.1", id=7) / ICMP(id=1, seq=1)
+    else:
+        small = IP(src=A_ADDR, dst=B_ADDR, id=7) / UDP(sport=5000, dport=53)
+    assert len(small) == 28
+    heads = [Ether(src=A_MAC, dst=B_MAC), Ether(src=A_MAC, dst=B_MAC) / Dot1Q(vlan=10),
+             Dot3(src=A_MAC, dst=B_MAC) / LLC() / SNAP(code=0x0800)]
+    frames = [eth(h / small) for h in heads]
+    assert [len(f) for f in frames] == [60, 60, 60]
+    for i, f in enumerate(frames):
+        f.time = T0 + i
+    clear, enc, dec = tmp_path / "clear.pcap", tmp_path / "enc.pcap", tmp_path / "dec.pcap"
+    wrpcap(str(clear), frames, linktype=1)
+    assert encrypt(pair, clear, enc, "--json") == 0
+    assert summary(capsys)["protected"] == len(frames)
+    assert all(len(f) >= 60 for f in pcap.read(enc).frames.to_list())
+    assert decrypt(pair, enc, dec, "--json") == 0
+    assert summary(capsys)["protected"] == len(frames)
+    assert dec.read_bytes() == clear.read_bytes()
+    out = pcap.read(dec)
+    assert out.frames.lengths.tolist() == out.orig_lengths.tolist() == [60, 60, 60]
+    assert out.ip_packets().to_list() == [bytes(small)] * len(frames)
 
 
 # -- chunks, drops, summary, keys, show ---------------------------------------------------
@@ -506,7 +552,8 @@ def test_pcapng_and_nanosecond_inputs(tmp_path: Path, capsys: pytest.CaptureFixt
     from scapy.utils import wrpcapng
 
     pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
-    frames = [Ether(src=A_MAC, dst=B_MAC) / p for p in protected_packets("tunnel", 6) + bypass_packets()]
+    frames = [eth(Ether(src=A_MAC, dst=B_MAC) / p)
+              for p in protected_packets("tunnel", 6) + bypass_packets()]
     for i, f in enumerate(frames):
         f.time = T0 + i * 0.25
     ng = tmp_path / "in.pcapng"

@@ -22,9 +22,15 @@ HQ, BRANCH = str(CONFIGS / "hq.cfg"), str(CONFIGS / "branch.cfg")
 HUB, SPOKE = str(CONFIGS / "hub_dynamic.cfg"), str(CONFIGS / "spoke.cfg")
 
 
+def _ip(frame: Ether) -> bytes:
+    """The IPv4 packet of a frame, without the Ethernet padding scapy keeps after it."""
+    return bytes(frame[IP])[: frame[IP].len]
+
+
 def _capture(path: Path, src_net: str = "10.1", dst_net: str = "10.2") -> list[bytes]:
-    """Ethernet frames: LAN-to-LAN TCP / UDP / ICMP, the SNMP host pair, traffic outside
-    every ACL, and an ARP frame. Returns the IPv4 packets."""
+    """Ethernet frames, padded with zeros to the 60-byte minimum as on the wire: LAN-to-LAN
+    TCP / UDP / ICMP, the SNMP host pair, traffic outside every ACL, and an ARP frame.
+    Returns the IPv4 packets."""
     frames = []
     for i in range(12):
         frames.append(Ether() / IP(src=f"{src_net}.0.{i + 1}", dst=f"{dst_net}.0.{i + 1}")
@@ -36,8 +42,9 @@ def _capture(path: Path, src_net: str = "10.1", dst_net: str = "10.2") -> list[b
                   / b"snmp")
     frames.append(Ether() / IP(src=f"{src_net}.0.1", dst="8.8.8.8") / UDP(dport=53) / b"dns")
     frames.append(Ether() / ARP())
+    frames = [Ether(bytes(f).ljust(60, b"\0")) for f in frames]
     wrpcap(str(path), frames)
-    return [bytes(f[IP]) for f in frames if IP in f]
+    return [_ip(f) for f in frames if IP in f]
 
 
 def _keys(path: Path) -> dict[tuple[str, str], tuple[int, str, bytes, bytes]]:
@@ -80,8 +87,10 @@ def test_simulate_both_ways(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     opened = [bytes(ssa.decrypt(f[IP])) for f in wire if IP in f and f[IP].proto == 50]
     assert opened == [p for p in pkts if p[12:14] == bytes([10, 1]) and p[16:18] == bytes([10, 2])
                       and p[12:16] != bytes([10, 1, 99, 1])]
-    received = [bytes(f[IP]) for f in rdpcap(str(out / "2-b-inbound.pcap")) if IP in f]
-    assert received == pkts
+    inbound = rdpcap(str(out / "2-b-inbound.pcap"))
+    assert [_ip(f) for f in inbound if IP in f] == pkts
+    # whole frames, Ethernet padding included, as they entered A
+    assert [bytes(f) for f in inbound] == [bytes(f) for f in rdpcap(str(tmp_path / "in.pcap"))]
     # the way back: the mirrored flows, protected by B and opened by A
     spi_b, _, key_b, _ = keys[("198.51.100.2", "203.0.113.1")]
     back = _gcm(spi_b, key_b, "198.51.100.2", "203.0.113.1")

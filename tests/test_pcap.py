@@ -59,21 +59,30 @@ ARP_PAYLOAD = bytes(ARP(psrc="10.0.0.1", pdst="10.0.0.2"))
 FR_ADDR = b"\x18\x41"
 
 
+ETH_MIN = 60  # IEEE 802.3 minimum frame, 64 bytes less the FCS a capture leaves out
+
+
+def eth_pad(frame: Any) -> bytes:
+    """An Ethernet frame as it is on the wire and in a capture: padded with zero bytes to
+    the 60-byte minimum (scapy builds runts: it does not pad)."""
+    return bytes(frame).ljust(ETH_MIN, b"\0")
+
+
 def _cases() -> dict[int, list[tuple[bytes, int, bytes | None]]]:
     """link type -> [(frame, expected l3 offset, expected IPv4 packet or None)]."""
     ip = ip_packets()
     c: dict[int, list[tuple[bytes, int, bytes | None]]] = {}
     eth = Ether(src="00:11:22:33:44:55", dst="66:77:88:99:aa:bb")
     c[1] = [
-        (bytes(eth / IP(ip[0])), 14, ip[0]),
-        (bytes(eth / Dot1Q(vlan=10) / IP(ip[1])), 18, ip[1]),
-        (bytes(Ether(type=0x88A8) / Dot1AD(vlan=20) / Dot1Q(vlan=30) / IP(ip[2])), 22, ip[2]),
-        (bytes(Ether(type=0x9100) / Dot1Q(vlan=20) / Dot1Q(vlan=30) / IP(ip[3])), 22, ip[3]),
-        (bytes(Dot3(src="00:11:22:33:44:55") / LLC() / SNAP(code=0x0800) / IP(ip[4])), 22, ip[4]),
-        (bytes(eth / ARP()), 14, None),
-        (bytes(eth / IPv6(IP6)), 14, None),
-        (bytes(Dot3() / LLC(dsap=0x42, ssap=0x42, ctrl=3) / Raw(b"stp-bpdu-xxxxxxx")), 14, None),
-        (bytes(eth)[:12], -1, None),  # truncated link header
+        (eth_pad(eth / IP(ip[0])), 14, ip[0]),
+        (eth_pad(eth / Dot1Q(vlan=10) / IP(ip[1])), 18, ip[1]),
+        (eth_pad(Ether(type=0x88A8) / Dot1AD(vlan=20) / Dot1Q(vlan=30) / IP(ip[2])), 22, ip[2]),
+        (eth_pad(Ether(type=0x9100) / Dot1Q(vlan=20) / Dot1Q(vlan=30) / IP(ip[3])), 22, ip[3]),
+        (eth_pad(Dot3(src="00:11:22:33:44:55") / LLC() / SNAP(code=0x0800) / IP(ip[4])), 22, ip[4]),
+        (eth_pad(eth / ARP()), 14, None),
+        (eth_pad(eth / IPv6(IP6)), 14, None),
+        (eth_pad(Dot3() / LLC(dsap=0x42, ssap=0x42, ctrl=3) / Raw(b"stp-bpdu-xxxxxxx")), 14, None),
+        (bytes(eth)[:12], -1, None),  # truncated link header (cut by the snap length)
     ]
     c[101] = [(p, 0, p) for p in ip[:3]] + [(IP6, 0, None)]
     c[12] = [(ip[0], 0, ip[0]), (IP6, 0, None)]
@@ -412,17 +421,19 @@ def test_replace_ip_packets(linktype: int) -> None:
             expected.append(f)
         else:
             if keep[j]:
-                expected.append(f[:l3] + new[j])
+                g = f[:l3] + new[j]
+                if linktype == 1:
+                    if g[12:14] < b"\x06\x00" and g[14:17] == b"\xaa\xaa\x03":
+                        # the 802.3 length field counts the new LLC/SNAP payload, not padding
+                        g = g[:12] + struct.pack(">H", len(g) - 14) + g[14:]
+                    g = eth_pad(g)
+                expected.append(g)
             j += 1
             if not keep[j - 1]:
                 continue
         stamps.append(7 * i)
-    if linktype == 1:
-        # the 802.3 frame's length field now counts the new LLC/SNAP payload
-        for k, f in enumerate(expected):
-            if f[12:14] < b"\x06\x00" and f[14:17] == b"\xaa\xaa\x03":
-                expected[k] = f[:12] + struct.pack(">H", len(f) - 14) + f[14:]
     assert out.frames.to_list() == expected
+    assert out.orig_lengths.tolist() == [len(f) for f in expected]
     assert out.timestamps.tolist() == stamps
     assert out.linktype == linktype
     assert out.ip_packets().to_list() == [q for q, k in zip(new, keep, strict=True) if k]
@@ -440,6 +451,98 @@ def test_replace_fixes_8023_length_checked_by_scapy(tmp_path: Path) -> None:
     parsed = Ether(raw)
     assert parsed.haslayer(Dot3) and parsed[Dot3].len == len(raw) - 14
     assert bytes(parsed[IP]) == bigger
+
+
+# -- Ethernet padding of rebuilt frames ------------------------------------------------
+MAC = {"src": "00:11:22:33:44:55", "dst": "66:77:88:99:aa:bb"}
+
+
+def _ip_of_size(n: int, i: int = 0) -> bytes:
+    """An IPv4 packet of exactly ``n`` bytes (n >= 20)."""
+    p = bytes(IP(src="10.0.0.1", dst=f"10.0.1.{i + 1}", proto=17) / Raw(b"k" * (n - 20)))
+    assert len(p) == n
+    return p
+
+
+def test_replace_pads_short_ethernet_frames_with_zeros(tmp_path: Path) -> None:
+    """A rebuilt Ethernet frame under 60 bytes (IEEE 802.3's 64 less the FCS) gets zero
+    bytes to 60, and wire length 60; tags count in the 60, as Linux pads a frame with its
+    VLAN tags in the data. Expected frames are built by scapy plus explicit zeros."""
+    small = bytes(IP(src="10.0.0.1", dst="10.0.1.1") / ICMP())
+    assert len(small) == 28
+    old = bytes(IP(src="10.0.0.9", dst="10.0.1.9") / UDP() / (b"o" * 100))
+    heads: list[Any] = [
+        lambda p: Ether(**MAC) / p,
+        lambda p: Ether(**MAC) / Dot1Q(vlan=10) / p,
+        lambda p: Ether(type=0x88A8, **MAC) / Dot1AD(vlan=20) / Dot1Q(vlan=30) / p,
+        lambda p: Dot3(**MAC) / LLC() / SNAP(code=0x0800) / p,  # scapy sets the 802.3 length
+    ]
+    arp = bytes(Ether(**MAC) / ARP())  # a 42-byte runt that is not IPv4: copied as it is
+    frames: list[bytes] = []
+    for h in heads:
+        # old frames with a trailer that is not zero (an FCS, say): not kept
+        frames.append(bytes(h(IP(old))) + b"\xa5" * 4)
+        frames.append(arp)
+    frames.append(bytes(heads[0](IP(old))))  # dropped below
+    cap = pcap.Capture(PacketBatch.from_list(frames), pcap.LINKTYPE_ETHERNET,
+                       np.arange(len(frames)) * 10, np.array([len(f) + 4 for f in frames]))
+    keep = np.array([True] * len(heads) + [False])
+    out = cap.replace_ip_packets(PacketBatch.from_list([small] * (len(heads) + 1)), keep)
+    expected: list[bytes] = []
+    for h in heads:
+        unpadded = bytes(h(IP(small)))
+        assert len(unpadded) < 60
+        expected += [unpadded + bytes(60 - len(unpadded)), arp]
+    assert out.frames.to_list() == expected
+    assert out.orig_lengths.tolist() == [60, len(arp) + 4] * len(heads)
+    assert out.timestamps.tolist() == list(range(0, 10 * len(expected), 10))
+    assert out.ip_packets().to_list() == [small] * len(heads)  # the padding is cut off again
+    # as written: scapy's reader sees caplen = wirelen = 60 and zeros after the packet
+    path = tmp_path / "padded.pcap"
+    pcap.write(path, out)
+    records = _scapy_read(path)[2]
+    assert [raw for raw, _ in records] == expected
+    assert [(m.caplen, m.wirelen) for _, m in records][::2] == [(60, 60)] * len(heads)
+
+
+@pytest.mark.parametrize("linktype", sorted(set(CASES) - {pcap.LINKTYPE_ETHERNET}))
+def test_replace_does_not_pad_other_link_types(linktype: int) -> None:
+    """Only Ethernet has a minimum frame size: raw IP, Linux SLL / SLL2 (cooked, not the
+    wire frame), PPP, Cisco HDLC, Frame Relay and loopback frames are header + packet."""
+    small = bytes(IP(src="10.0.0.1", dst="10.0.1.1") / ICMP())
+    cases = [(f, l3) for f, l3, p in CASES[linktype] if p is not None]
+    cap = pcap.Capture(PacketBatch.from_list([f for f, _ in cases]), linktype)
+    out = cap.replace_ip_packets(PacketBatch.from_list([small] * len(cases)))
+    expected = [f[:l3] + small for f, l3 in cases]
+    assert all(len(f) < 60 for f in expected)
+    assert out.frames.to_list() == expected
+    assert out.orig_lengths.tolist() == [len(f) for f in expected]
+
+
+def test_replace_pads_ethernet_only_below_60() -> None:
+    """Every rebuilt frame length around the minimum, untagged and 802.1Q-tagged: frames of
+    60 bytes or more are header + packet exactly; shorter ones are that plus zeros."""
+    sizes = list(range(20, 81))
+    heads = [bytes(Ether(**MAC, type=0x0800)),
+             bytes(Ether(**MAC, type=0x8100) / Dot1Q(vlan=7, type=0x0800))]
+    for head in heads:
+        old = [head + _ip_of_size(200, i) for i in range(len(sizes))]
+        new = [_ip_of_size(n, i) for i, n in enumerate(sizes)]
+        cap = pcap.Capture(PacketBatch.from_list(old), pcap.LINKTYPE_ETHERNET)
+        out = cap.replace_ip_packets(PacketBatch.from_list(new))
+        got = out.frames.to_list()
+        for p, f in zip(new, got, strict=True):
+            if len(head) + len(p) >= 60:
+                assert f == head + p
+            else:
+                assert f == head + p + bytes(60 - len(head) - len(p))
+        assert out.frames.lengths.tolist() == [max(60, len(head) + n) for n in sizes]
+        assert out.orig_lengths.tolist() == out.frames.lengths.tolist()
+        assert out.ip_packets().to_list() == new
+    # a frame already 60 or longer with the same packet: nothing added
+    big = heads[0] + _ip_of_size(46)
+    cap = pcap.Capture(PacketBatch.from_list([big]), pcap.LINKTYPE_ETHERNET)
+    assert cap.replace_ip_packets(cap.ip_packets()).frames.to_list() == [big]
 
 
 def test_replace_with_empty_and_all_dropped() -> None:
