@@ -25,13 +25,15 @@ in the same call, what IKE would decide between the two configurations:
   inbound SPI), expanded to what the transform needs; both routers install the pair.
 * A **dynamic-map** responder installs a temporary crypto map entry filled in with the
   negotiated values; it lives as long as one of its SAs does (``temporary_entries``,
-  ``show crypto map``).
+  ``show crypto map``) and goes when the router deletes the last one.
 * **Rekey**: at a static entry's soft lifetime new SAs are negotiated; traffic moves to
   them (the new pair is the flow's outbound pair) and the old inbound SAs stay until
-  they expire, so nothing in flight is lost.
-* **Load sharing**: with several ``set peer`` the peer last heard from for the flow is
-  tried first, then the others in configuration order; a failed attempt (unreachable,
-  phase 1 or phase 2 refused) moves on to the next peer.
+  they expire, so nothing in flight is lost. A temporary entry whose SAs carried
+  traffic requests new SAs from its peer with the negotiated values.
+* **Load sharing**: with several ``set peer`` the peer last heard from for the flow (by
+  negotiation or by traffic received) takes the flow's traffic and is tried first,
+  then the others in configuration order; a failed attempt (unreachable, phase 1 or
+  phase 2 refused) moves on to the next peer.
 
 Every failure is a ``Failure`` in ``net.failures`` (and a line in ``net.log``), and the
 phase 1 attempts are in ``show crypto isakmp sa`` with their IOS state.
@@ -55,7 +57,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .acl import AccessList, Ace, AddressMatch
 from .check import Box, ace_boxes, is_plain, is_subset, mirror_box
 from .config import IsakmpKey, IsakmpPolicy, TransformSet
-from .cryptomap import CryptoMapSpd, SpdList
 from .exceptions import InternalError
 from .router import AcquireRequest, Flow, RekeyRequest, Router, RouterEntry, SaKeys
 from .sad import SaPair
@@ -351,6 +352,9 @@ class TemporaryEntry:
     ace: Ace  # the flow, as this router's access list would write it
     pairs: list[SaPair] = field(default_factory=list, repr=False)
     patched: bool = False  # the template had no access list: ``ace`` was added to its SPD
+    # the negotiated flow, this router's side first (the mirror image of the peer's
+    # proposal): what the entry proposes when it requests new SAs
+    negotiated: Ace | None = None
 
     @property
     def alive(self) -> bool:
@@ -398,6 +402,22 @@ class _Offer:
     initiator_ts: TransformSet
     responder_ts: TransformSet
     pfs: int | None
+    negotiated: Ace  # the proposal's mirror image: the flow from the responder's side
+
+
+@dataclass
+class _Proposal:
+    """What an initiator proposes in quick mode and where its SAs go: a static entry's
+    policy, or a temporary entry's negotiated values when it requests new SAs."""
+
+    entry: RouterEntry
+    label: str
+    flow: Flow  # the SA scope on the initiator
+    ace: Ace  # the proposed flow, the initiator's side first
+    transform_sets: list[TransformSet]
+    pfs: int | None
+    lifetime: tuple[int, int]  # seconds, kilobytes
+    temporary: TemporaryEntry | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -498,16 +518,28 @@ class Network:
       router keys SAs by (entry, ACE): in Figure 3 case 3 the responder sends traffic of
       its wider entry into the SA, and the initiator drops what falls outside its own
       flow (``inner-flow-mismatch``).
-    * Load sharing: "the last peer heard from" is the last peer a negotiation for the
-      flow succeeded with (as initiator or responder); switching on received traffic
-      alone would need a hook in the router's inbound path.
+    * Load sharing: "the last peer heard from" for a flow is the peer of the last
+      negotiation for it (as initiator or responder) or the peer whose traffic arrived
+      last through one of the flow's SA pairs (``Router.on_traffic_received``): the
+      flow's outbound traffic goes to that peer's newest pair from the next packet on
+      (``Router.select_outbound``), and a later ACQUIRE tries that peer first. Only
+      intact packets count (authenticated, decrypted, inside the pair's flow).
+    * Only the pair that carries its flow's outbound traffic is rekeyed at its soft
+      lifetime; a pair the flow has left (a peer heard from later took it) expires.
     * The temporary entry of a dynamic map whose entry has an access list uses that
       entry's SAs; one without an access list gets the negotiated flow as a permit added
-      to its part of the SPD while the entry lives (see ``_patch_template``). A
-      temporary entry whose last SA expired is removed at the next negotiation or query
-      (``temporary_entries``, ``show``): the router tells nobody when it deletes SAs.
-    * Temporary entries do not rekey (the router raises rekey requests for static
-      entries only); the static side, which initiated, rekeys them.
+      to its part of the SPD while the entry lives (``Router.set_entry_flows``). A
+      temporary entry is removed when the router deletes its last SA
+      (``Router.on_sa_deleted``): at the router's lifetime check after the last expiry
+      (its next packet, ``show``, ``check_lifetimes``), or at ``clear crypto sa``.
+    * Temporary entries request new SAs at their soft lifetime, as the seed says
+      ("even requesting new security associations if the current ones are expiring
+      (based upon the policy specified in the temporary crypto map entry)"): the
+      responder initiates a quick mode with its peer proposing the negotiated transform
+      set, PFS group, lifetimes and flow. Only if the expiring pair carried traffic
+      (Cisco negotiates no new SA for an SA that saw none): an idle flow expires, "and
+      the temporary crypto map entry is then removed". When the peer, a static entry,
+      reaches its soft lifetime first, it rekeys instead and the entry lives on.
     """
 
     def __init__(self) -> None:
@@ -520,7 +552,8 @@ class Network:
         self._isakmp: list[IsakmpSa] = []
         self._conn_id = 1000
         self._temporary: dict[int, list[TemporaryEntry]] = {}
-        self._last_peer: dict[tuple[int, int, Flow], str] = {}
+        # (id(router), SA scope) -> the peer last heard from for the flow
+        self._last_peer: dict[tuple[int, tuple[int, int, int, int]], str] = {}
         self._partner: dict[int, tuple[Router, SaPair]] = {}  # id(pair) -> other side
 
     # -- membership ----------------------------------------------------------------------
@@ -538,6 +571,8 @@ class Network:
                 self._by_address[itf.address] = router
         if router not in self.routers:
             self.routers.append(router)
+            router.on_sa_deleted(self._sa_deleted)
+            router.on_traffic_received(self._heard)
         router.negotiator = self
         return router
 
@@ -575,8 +610,19 @@ class Network:
 
     def rekey(self, router: Router, request: RekeyRequest) -> None:
         """A soft lifetime: negotiate new SAs for the same flow (current peer first). The
-        other side's SAs of the pair then raise no rekey of their own."""
+        other side's SAs of the pair then raise no rekey of their own. A pair that no
+        longer carries its flow's outbound traffic (the flow went to a peer heard from
+        later) is left to expire. A temporary entry requests new SAs from its peer with
+        its negotiated values if its expiring pair carried traffic."""
         old = router.sad.pairs.get(request.pair)
+        if old is not None and router.sad.lookup_outbound(old.domain, old.scope) is not old:
+            self.log.append(f"{request.time:.3f} SAs with {old.peer} for "
+                            f"{router.entries[old.entry].label} reached their soft lifetime; "
+                            "the flow now goes to another pair: no rekey")
+            return
+        if router.entries[request.entry].dynamic:
+            self._rekey_temporary(router, request, old)
+            return
         ifname = None
         if old is not None:
             ifname = next((n for n in router.crypto_interfaces()
@@ -591,6 +637,77 @@ class Network:
         partner = self._partner.get(id(old)) if old is not None else None
         if neg is not None and partner is not None:
             partner[1].soft_fired = True  # one rekey per pair of SAs, not one per side
+
+    def _rekey_temporary(self, router: Router, request: RekeyRequest, old: SaPair | None
+                         ) -> None:
+        """The seed: the router uses the temporary crypto map entry "as a normal entry,
+        even requesting new security associations if the current ones are expiring
+        (based upon the policy specified in the temporary crypto map entry)". Its policy
+        is the negotiated one: the peer, the transform set, PFS group, lifetimes and
+        flow. A pair that carried no traffic asks for nothing (as IOS does for SAs idle
+        all their life), so that an unused flow expires and its entry goes."""
+        temp = None if old is None else next(
+            (t for t in self._temporary.get(id(router), []) if old in t.pairs), None)
+        if old is None or temp is None:
+            return  # a dynamic-map template never initiates
+        label = f"{router.entries[temp.entry].label} (temporary entry)"
+        if old.encaps == 0 and old.decaps == 0:
+            self.log.append(f"{request.time:.3f} SAs of {label} with {temp.peer} reached "
+                            "their soft lifetime without traffic: no new SAs requested")
+            return
+        try:
+            neg = self._negotiate(router, router.entries[temp.entry], request.flow,
+                                  old.local, temp.peer, request.time, True, temp)
+        except _Refused as err:
+            self._fail(request.time, old.local, temp.peer, err.phase, err.reason, label)
+            return
+        partner = self._partner.get(id(old))
+        if neg is not None and partner is not None:
+            partner[1].soft_fired = True
+
+    # -- events from the routers ------------------------------------------------------------
+    def _heard(self, router: Router, pairs: Sequence[SaPair]) -> None:
+        """Traffic arrived intact through ``pairs``: for each one's flow, its peer is the
+        peer last heard from (the seed: "received either traffic or a negotiation
+        request from"); the flow's traffic goes to that peer's newest pair."""
+        rid = id(router)
+        for pair in pairs:
+            self._last_peer[(rid, pair.scope)] = pair.peer
+            cur = router.sad.lookup_outbound(pair.domain, pair.scope)
+            if cur is None or cur.peer == pair.peer:
+                continue
+            newest = max((p for p in router.sad if p.domain == pair.domain
+                          and p.scope == pair.scope and p.peer == pair.peer),
+                         key=lambda p: p.id)
+            router.select_outbound(newest)
+            self.log.append(f"{float(router.clock()):.3f} {self.name(router)}: traffic of "
+                            f"{router.entries[pair.entry].label} heard from {pair.peer}: "
+                            f"its flow goes there (was {cur.peer})")
+
+    def _sa_deleted(self, router: Router, pair: SaPair, reason: str) -> None:
+        """A router deleted ``pair``: a temporary entry whose last SA it was goes now."""
+        self._partner.pop(id(pair), None)
+        temps = self._temporary.get(id(router))
+        if temps:
+            hit = [t for t in temps if any(p is pair for p in t.pairs)]
+            for t in hit:
+                t.pairs = [p for p in t.pairs if p.alive]
+            gone = [t for t in hit if not t.alive]
+            if gone:
+                self._remove_temporary(router, gone, "expired" if reason == "expired"
+                                       else f"was {reason}")
+        self._forget_secrets()
+
+    def _remove_temporary(self, router: Router, gone: list[TemporaryEntry], why: str) -> None:
+        live = [t for t in self._temporary.get(id(router), [])
+                if not any(t is g for g in gone)]
+        self._temporary[id(router)] = live
+        now = float(router.clock())
+        for t in gone:
+            self.log.append(f"{now:.3f} temporary entry {t.map_name} {t.seq} for {t.peer} "
+                            f"removed: its last SA {why}")
+        for idx in sorted({t.entry for t in gone if t.patched}):
+            _patch_template(router, idx, live)
 
     # -- negotiation ------------------------------------------------------------------------
     def negotiate(self, router: Router, entry: int, flow: Flow | None = None, *,
@@ -607,7 +724,7 @@ class Network:
             flow = Flow(re_.first_permit())
         local = self._local(router, re_, interface)
         peers = list(re_.config.peers)
-        last = first_peer or self._last_peer.get((id(router), entry, flow))
+        last = first_peer or self._last_peer.get((id(router), flow.scope(entry)))
         if last in peers:
             peers.remove(last)
             peers.insert(0, last)
@@ -618,7 +735,6 @@ class Network:
             except _Refused as err:
                 self._fail(now, local, peer, err.phase, err.reason, re_.label)
                 continue
-            self._last_peer[(id(router), entry, flow)] = peer
             return neg
         return None
 
@@ -647,7 +763,8 @@ class Network:
         raise _Refused(0, f"{address} has no crypto map applied (nothing answers IKE there)")
 
     def _negotiate(self, ini: Router, re_: RouterEntry, flow: Flow, local: str, peer: str,
-                   now: float, rekey: bool) -> Negotiation:
+                   now: float, rekey: bool, temp: TemporaryEntry | None = None
+                   ) -> Negotiation:
         if not _is_ip(peer):
             raise _Refused(0, f"peer {peer} is a host name; only addresses are resolved")
         resp = self.router_at(peer)
@@ -658,8 +775,10 @@ class Network:
             raise _Refused(0, f"peer {peer} is this router's own address")
         resp_if = self._responder_interface(resp, peer)
         sa1 = self._phase1(ini, resp, local, peer, now)
-        offer = self._phase2_decide(ini, re_, flow, resp, resp_if, local)
-        return self._quick_mode(ini, re_, flow, local, resp, resp_if, peer, offer, sa1, now,
+        prop = (_static_proposal(ini, re_, flow) if temp is None
+                else _temporary_proposal(ini, temp, flow))
+        offer = self._phase2_decide(prop, resp, resp_if, local)
+        return self._quick_mode(ini, prop, local, resp, resp_if, peer, offer, sa1, now,
                                 rekey)
 
     # -- phase 1 ----------------------------------------------------------------------------
@@ -738,23 +857,11 @@ class Network:
         return attempt
 
     # -- phase 2 ----------------------------------------------------------------------------
-    def _phase2_decide(self, ini: Router, re_: RouterEntry, flow: Flow, resp: Router,
-                       resp_if: str, local: str) -> _Offer:
-        cfg = ini.config
-        proposals = [cfg.transform_sets[n] for n in re_.config.transform_sets
-                     if n in cfg.transform_sets]
-        if not proposals:
-            raise _Refused(2, f"{re_.label} has no defined transform set to propose")
-        if flow.source is not None and flow.destination is not None:
-            prop_ace = _host_ace(flow.source, flow.destination)
-        else:
-            acl = re_.spd.acl
-            if acl is None or not 0 <= flow.ace < len(acl.entries):
-                raise _Refused(2, f"{re_.label} has no access-list entry {flow.ace}")
-            prop_ace = acl.entries[flow.ace]
+    def _phase2_decide(self, prop: _Proposal, resp: Router, resp_if: str, local: str
+                       ) -> _Offer:
+        proposals, prop_ace, flow, pfs_i = prop.transform_sets, prop.ace, prop.flow, prop.pfs
         want = [mirror_box(b) for b in ace_boxes(prop_ace)]
         host_pair = flow.source is not None
-        pfs_i = _group_number(re_.config.pfs)
         map_name = resp.config.interfaces[resp_if].crypto_map
         entries = [e for e in resp.entries if e.map_name == map_name]
         static = [e for e in entries if not e.dynamic and e.config.kind == "ipsec-isakmp"
@@ -783,9 +890,10 @@ class Network:
                               "(the router drops all packets)")
         # (ey.spd.acl of such an entry may hold its temporary entries' flows)
         acl = None if ey.config.match_address is None else ey.spd.acl
+        negotiated = _mirror_ace(prop_ace)
         if acl is None:  # a dynamic entry without match address accepts any flow
             ace_idx = -1
-            ace = _mirror_ace(prop_ace)
+            ace = negotiated
         else:
             ace_idx, why = _acl_decision(acl, want)
             if ace_idx < 0:
@@ -815,11 +923,12 @@ class Network:
             rflow = Flow(-1, flow.destination, flow.source)  # our side first
         else:
             rflow = Flow(ace_idx)
-        return _Offer(ey, rflow, ace, chosen[0], chosen[1], pfs)
+        return _Offer(ey, rflow, ace, chosen[0], chosen[1], pfs, negotiated)
 
-    def _quick_mode(self, ini: Router, re_: RouterEntry, flow: Flow, local: str,
+    def _quick_mode(self, ini: Router, prop: _Proposal, local: str,
                     resp: Router, resp_if: str, peer: str, offer: _Offer, sa1: IsakmpSa,
                     now: float, rekey: bool) -> Negotiation:
+        re_, flow = prop.entry, prop.flow
         h = sa1.hash_name
         ni, nr = secrets.token_bytes(NONCE_BYTES), secrets.token_bytes(NONCE_BYTES)
         gqm: bytes | None = None
@@ -855,7 +964,7 @@ class Network:
                                ck + ak, gqm)
                 if other != mine.cipher_key + mine.auth_key:
                     raise InternalError("KEYMAT differs between the two sides")
-        secs_i, kb_i = ini.config.lifetime(re_.config)
+        secs_i, kb_i = prop.lifetime
         secs_r, kb_r = resp.config.lifetime(offer.entry.config)
         secs, kb = min(secs_i, secs_r), min(kb_i, kb_r)
         ini_if = next(n for n in ini.crypto_interfaces() if ini.local_address(n) == local)
@@ -866,28 +975,33 @@ class Network:
                 temp = self._temporary_entry(resp, offer, local, secs, kb)
                 if temp.patched:
                     rflow = Flow(_patched_index(resp, offer.entry, temp))
+            # rekey=True: static entries rekey, and so do temporary entries (the seed)
             pair_r = resp.install_sas(
                 offer.entry.index, local, keys_r_in, keys_i_in, flow=rflow,
                 interface=resp_if, transform_set=offer.responder_ts.name,
-                lifetime_seconds=secs, lifetime_kilobytes=kb)
+                lifetime_seconds=secs, lifetime_kilobytes=kb, rekey=True)
             if temp is not None:
                 temp.pairs.append(pair_r)
             pair_i = ini.install_sas(
                 re_.index, peer, keys_i_in, keys_r_in, flow=flow, interface=ini_if,
                 transform_set=offer.initiator_ts.name, lifetime_seconds=secs,
-                lifetime_kilobytes=kb)
+                lifetime_kilobytes=kb, rekey=True)
         except ValueError as err:
             raise _Refused(2, f"the SAs could not be installed: {err}") from err
+        if prop.temporary is not None:  # a temporary entry's new SAs
+            prop.temporary.pairs.append(pair_i)
+            prop.temporary.lifetime_seconds, prop.temporary.lifetime_kilobytes = secs, kb
         self._partner[id(pair_i)] = (resp, pair_r)
         self._partner[id(pair_r)] = (ini, pair_i)
-        # the responder heard from the initiator for this flow: its traffic goes there
-        self._last_peer[(id(resp), offer.entry.index, offer.flow)] = local
+        # each side heard from the other for this flow: its traffic goes there
+        self._last_peer[(id(ini), pair_i.scope)] = peer
+        self._last_peer[(id(resp), pair_r.scope)] = local
         ts = offer.initiator_ts
         neg = Negotiation(
-            now, local, peer, re_.label, offer.entry.label + (
+            now, local, peer, prop.label, offer.entry.label + (
                 " (temporary entry)" if offer.entry.dynamic else ""),
             ts.name, offer.responder_ts.name, ts.transforms.render(), ts.mode,
-            _flow_text(_prop_ace(re_, flow)), offer.pfs, secs, kb, pair_i, pair_r, rekey,
+            _flow_text(prop.ace), offer.pfs, secs, kb, pair_i, pair_r, rekey,
             sa1, (ni, nr), pfs_pair, spis)
         self.negotiations.append(neg)
         self.log.append(f"{now:.3f} %CRYPTO-5-SESSION_STATUS: IPsec SAs up: {neg}")
@@ -913,7 +1027,7 @@ class Network:
             ey.map_name, ey.seq, ey.label, ey.config.map_name, ey.index, peer,
             offer.responder_ts.name, offer.responder_ts.transforms.render(), offer.pfs,
             secs, kb, same_flow[0].ace if same_flow else offer.ace,
-            patched=ey.config.match_address is None)
+            patched=ey.config.match_address is None, negotiated=offer.negotiated)
         # the same flow from another peer shares the permit (the SA scope), so that the
         # new SAs take the flow's traffic: the peer last heard from
         temps.append(temp)
@@ -922,31 +1036,35 @@ class Network:
         return temp
 
     def temporary_entries(self, router: Router) -> list[TemporaryEntry]:
-        """The live temporary crypto map entries of ``router`` (expired ones removed)."""
+        """The live temporary crypto map entries of ``router``. The router's lifetime
+        check runs first (``router.check_lifetimes``), so an entry whose last SA is past
+        its lifetime by the router's clock is gone: the router tells the network when it
+        deletes SAs (``Router.on_sa_deleted``), and the entry goes at that moment."""
+        router.check_lifetimes()
         self._prune()
         return list(self._temporary.get(id(router), []))
 
-    def _prune(self) -> None:
+    def _forget_secrets(self) -> None:
         # the quick mode's secrets go with the last SA they keyed
         for neg in self.negotiations:
             if neg.pfs_secrets != (b"", b"") and not (neg.initiator_pair.alive
                                                       or neg.responder_pair.alive):
                 neg.pfs_secrets = neg.nonces = (b"", b"")
+
+    def _prune(self) -> None:
+        """A safety net: temporary entries normally go when the router deletes their
+        last SA (``_sa_deleted``); one left without SAs (e.g. its SAs could not be
+        installed) goes here."""
+        self._forget_secrets()
         for router in self.routers:
             temps = self._temporary.get(id(router))
             if not temps:
                 continue
             for t in temps:
                 t.pairs = [p for p in t.pairs if p.alive]
-            live = [t for t in temps if t.alive]
-            if len(live) != len(temps):
-                gone = [t for t in temps if not t.alive]
-                self._temporary[id(router)] = live
-                for t in gone:
-                    self.log.append(f"temporary entry {t.map_name} {t.seq} for {t.peer} "
-                                    "removed: its SAs expired")
-                for idx in {t.entry for t in gone if t.patched}:
-                    _patch_template(router, idx, live)
+            gone = [t for t in temps if not t.alive]
+            if gone:
+                self._remove_temporary(router, gone, "is gone")
 
     # -- clear ------------------------------------------------------------------------------
     def clear_crypto_isakmp(self, router: Router | None = None) -> int:
@@ -1083,12 +1201,35 @@ def _new_spi(router: Router, taken: set[int]) -> int:
             return spi
 
 
-def _prop_ace(re_: RouterEntry, flow: Flow) -> Ace:
+def _static_proposal(ini: Router, re_: RouterEntry, flow: Flow) -> _Proposal:
+    """A static entry's proposal: its transform sets in priority order, its PFS group,
+    the flow of ``flow``'s ACE (or the host pair), its lifetimes."""
+    cfg = ini.config
+    proposals = [cfg.transform_sets[n] for n in re_.config.transform_sets
+                 if n in cfg.transform_sets]
+    if not proposals:
+        raise _Refused(2, f"{re_.label} has no defined transform set to propose")
     if flow.source is not None and flow.destination is not None:
-        return _host_ace(flow.source, flow.destination)
-    acl = re_.spd.acl
-    assert acl is not None
-    return acl.entries[flow.ace]
+        ace = _host_ace(flow.source, flow.destination)
+    else:
+        acl = re_.spd.acl
+        if acl is None or not 0 <= flow.ace < len(acl.entries):
+            raise _Refused(2, f"{re_.label} has no access-list entry {flow.ace}")
+        ace = acl.entries[flow.ace]
+    return _Proposal(re_, re_.label, flow, ace, proposals, _group_number(re_.config.pfs),
+                     cfg.lifetime(re_.config))
+
+
+def _temporary_proposal(ini: Router, temp: TemporaryEntry, flow: Flow) -> _Proposal:
+    """A temporary entry's proposal "based upon the policy specified in the temporary
+    crypto map entry": the negotiated transform set, PFS group, lifetimes and flow."""
+    re_ = ini.entries[temp.entry]
+    ts = ini.config.transform_sets.get(temp.transform_set)
+    if ts is None:
+        raise _Refused(2, f"transform set {temp.transform_set} is not defined")
+    ace = temp.negotiated if temp.negotiated is not None else temp.ace
+    return _Proposal(re_, f"{re_.label} (temporary entry)", flow, ace, [ts], temp.pfs,
+                     (temp.lifetime_seconds, temp.lifetime_kilobytes), temp)
 
 
 def _pair_flow_text(router: Router, pair: SaPair) -> str:
@@ -1137,8 +1278,8 @@ def _patch_template(router: Router, entry: int, temps: list[TemporaryEntry]) -> 
     """Give a dynamic-map entry without ``match address`` the flows of its live temporary
     entries, so that the router protects and checks them like a normal entry's (the
     seed: "the router performs normal processing, using this temporary crypto map entry
-    as a normal entry"). The Router has no hook for temporary entries, so this replaces
-    the entry's ``spd`` and recompiles its crypto map's SPD. The access list only grows
+    as a normal entry") through ``Router.set_entry_flows``, which recompiles the crypto
+    map's SPD. The access list only grows
     while some entry lives (SA scopes hold ACE indexes): a removed entry's permit
     becomes a deny of 0.0.0.0 -> 0.0.0.0, and with no entry left the template is
     "ignored during traffic filtering" again."""
@@ -1146,8 +1287,7 @@ def _patch_template(router: Router, entry: int, temps: list[TemporaryEntry]) -> 
     mine = [t for t in temps if t.entry == entry and t.patched]
     old = re_.spd.acl
     if not mine:
-        re_.spd = SpdList(None)
-        re_.acl = None
+        router.set_entry_flows(entry, None)
     else:
         aces = list(old.entries) if old is not None else []
         live_ids = {id(t.ace) for t in mine}
@@ -1159,15 +1299,4 @@ def _patch_template(router: Router, entry: int, temps: list[TemporaryEntry]) -> 
                 aces.append(t.ace)
                 have.add(id(t.ace))
         acl = AccessList(f"dynamic-{re_.config.map_name}-{re_.config.seq}", "named", aces)
-        re_.spd = SpdList(acl)
-        re_.acl = acl
-    _recompile(router, entry)
-
-
-def _recompile(router: Router, entry: int) -> None:
-    doms: list[Any] = list(getattr(router, "_domains", []))
-    slices: dict[str, tuple[int, int]] = getattr(router, "_map_slices", {})
-    for dom in doms:
-        start, end = slices[dom.map_name]
-        if start <= entry < end:
-            dom.spd = CryptoMapSpd([e.spd for e in router.entries[start:end]])
+        router.set_entry_flows(entry, acl)

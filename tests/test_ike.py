@@ -304,6 +304,12 @@ def test_dynamic_map_without_transform_set_in_common() -> None:
 
 @pytest.mark.parametrize("with_acl", [True, False])
 def test_temporary_entry_disappears_with_its_last_sa(with_acl: bool) -> None:
+    """The seed: the router uses the temporary entry "as a normal entry, even requesting
+    new security associations if the current ones are expiring (based upon the policy
+    specified in the temporary crypto map entry). Once the flow expires (that is, all
+    of the corresponding security associations expire), the temporary crypto map entry
+    is then removed." The first SAs carried traffic: N asks M for new ones; those carry
+    none, so the flow expires and the entry goes at N's next lifetime check."""
     clock = Clock()
     dyn = " set transform-set T\n set security-association lifetime seconds 200\n" + (
         " match address 101" if with_acl else "")
@@ -316,8 +322,16 @@ def test_temporary_entry_disappears_with_its_last_sa(with_acl: bool) -> None:
     assert len(p.net.temporary_entries(p.n)) == 1
     clock.t += 150
     assert len(p.net.temporary_entries(p.n)) == 1
-    clock.t += 60  # past 200 s: the SAs expire at the next packet either router sees
-    p.n.outbound(IF, batch(udp("10.0.2.50", "10.0.1.50")))
+    clock.t += 60  # past 200 s: N's lifetime check finds soft and hard limits reached
+    p.n.check_lifetimes()
+    renew = p.net.negotiations[-1]
+    assert renew.rekey and (renew.initiator, renew.responder) == (N_ADDR, M_ADDR)
+    assert renew.initiator_entry == "crypto dynamic-map DYN 10 (temporary entry)"
+    assert len(p.n.sad) == 1, "the old pair expired, the new one lives"
+    assert len(p.net.temporary_entries(p.n)) == 1
+    clock.t += 201  # the new pair carried nothing: no new SAs; it expires
+    p.n.check_lifetimes()
+    assert len(p.net.negotiations) == 2
     assert len(p.n.sad) == 0
     assert p.net.temporary_entries(p.n) == []
     assert "temporary entry" not in p.net.show(p.n, "show crypto map")

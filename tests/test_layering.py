@@ -53,3 +53,28 @@ def test_imports_only_go_down() -> None:
             if dep in LAYER and LAYER[dep] > LAYER[me]:
                 problems.append(f"{me} (layer {LAYER[me]}) imports {dep} (layer {LAYER[dep]})")
     assert not problems, problems
+
+
+def test_ike_uses_only_the_routers_public_api() -> None:
+    """ike.py drives routers through their public methods (``install_sas``,
+    ``set_entry_flows``, ``select_outbound``, ``on_sa_deleted``, ...): it reads or sets
+    no private attribute of another object (``x._name`` where x is not self / cls),
+    assigns no router entry's ``spd`` / ``acl``, and reaches nothing by
+    ``getattr`` / ``setattr``."""
+    tree = ast.parse((PKG / "ike.py").read_text())
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__") \
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            problems.append(f"line {node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, ast.Attribute) and sub.attr in ("spd", "acl", "entries"):
+                        problems.append(f"line {node.lineno}: assigns {ast.unparse(t)}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("getattr", "setattr", "vars"):
+            problems.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not problems, problems
