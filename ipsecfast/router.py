@@ -67,6 +67,11 @@ _U8 = np.uint8
 _I32 = np.int32
 _I64 = np.int64
 ACQUIRE_RETRY_SECONDS = 10.0  # a pending ACQUIRE is not repeated for the same flow sooner
+# router.acquires / router.rekey_requests keep the last REQUEST_HISTORY requests, and at
+# most PENDING_LIMIT flows are remembered as waiting for SAs (memory stays bounded when no
+# negotiator answers, e.g. a flood of per-host flows)
+REQUEST_HISTORY = 1000
+PENDING_LIMIT = 4096
 IKE_PORTS = (500, 4500)
 _MULTI_IN_ORDER = True  # one-call layers keep input order (False: sorted by SA first)
 
@@ -602,6 +607,12 @@ def _ip(a: int) -> str:
     return str(ipaddress.IPv4Address(a))
 
 
+def _trim(history: list[Any]) -> None:
+    """Keep the last ``REQUEST_HISTORY`` items."""
+    if len(history) > REQUEST_HISTORY:
+        del history[:len(history) - REQUEST_HISTORY]
+
+
 def _peer_text(text: str) -> str:
     """A peer as the SAD holds it: a canonical IPv4 address, or a host name as given."""
     return str(ipaddress.IPv4Address(text)) if _is_ip(text) else text
@@ -656,7 +667,10 @@ class Router:
       limit reached in either direction. A new pair for the same flow takes over
       outbound traffic; the old pair still accepts inbound traffic until it expires.
     * ACQUIRE for a flow is not repeated within ``ACQUIRE_RETRY_SECONDS`` of the last
-      one (or until its SAs are installed / cleared).
+      one (or until its SAs are installed / cleared). ``acquires`` and
+      ``rekey_requests`` keep the last ``REQUEST_HISTORY`` requests; at most
+      ``PENDING_LIMIT`` flows are remembered as pending (those past the retry time go
+      first, then the oldest: such a flow may be asked for again sooner).
     * ``set security-association level per-host`` has no effect on ``ipsec-manual``
       entries (their SAs are for the one flow of the first permit).
     * Nested protection is only to another peer: a packet already protected for peer P
@@ -865,6 +879,7 @@ class Router:
         req = RekeyRequest(pair.id, pair.entry, pair.peer, self._flow_of(pair.scope),
                            reason, now)
         self.rekey_requests.append(req)
+        _trim(self.rekey_requests)
         rekey = getattr(self.negotiator, "rekey", None)
         if rekey is not None:
             rekey(self, req)
@@ -1398,6 +1413,8 @@ class Router:
         last = self._pending.get((dom.id, scope))
         if last is not None and now - last < ACQUIRE_RETRY_SECONDS:
             return None
+        if last is None and len(self._pending) >= PENDING_LIMIT:
+            self._prune_pending(now)
         self._pending[(dom.id, scope)] = now
         flow = self._flow_of(scope)
         ace = None
@@ -1407,10 +1424,20 @@ class Router:
         req = AcquireRequest(re_.index, re_.map_name, re_.seq, peers[0] if peers else None,
                              peers, flow, ace, ifname, dom.local, now)
         self.acquires.append(req)
+        _trim(self.acquires)
         if self.negotiator is not None:
             self.negotiator.acquire(self, req)
             return self.sad.lookup_outbound(dom.id, scope)
         return None
+
+    def _prune_pending(self, now: float) -> None:
+        """Make room in ``_pending``: forget the flows past their retry time, and if that
+        is not enough, the oldest half."""
+        live = {k: t for k, t in self._pending.items() if now - t < ACQUIRE_RETRY_SECONDS}
+        if len(live) >= PENDING_LIMIT:
+            oldest = sorted(live.items(), key=lambda kv: kv[1])
+            live = dict(oldest[len(oldest) // 2:])
+        self._pending = live
 
     @staticmethod
     def _growth(pair: SaPair) -> int:
