@@ -1902,7 +1902,8 @@ class Router:
 
     def show(self, command: str) -> str:
         """IOS show commands: ``crypto ipsec sa [peer A | map M | detail]`` from the live
-        SAD; everything else (``crypto map`` with live peers, ``access-lists`` with hit
+        SAD (``% Crypto map M not found`` for a map the configuration does not define);
+        everything else (``crypto map`` with live peers, ``access-lists`` with hit
         counts, ...) through ``show.show``."""
         self._tick()  # expired SAs are gone before they are shown
         words = command.split()
@@ -2063,6 +2064,8 @@ def _render_ipsec_sa(router: Router, args: list[str]) -> str:
             raise UnknownCommand(f"unexpected {args[i]!r}; expected peer A | map M | "
                                  "interface I | detail", line="show crypto ipsec sa "
                                  + " ".join(args))
+    if map_name is not None and map_name not in router.config.crypto_maps:
+        return f"% Crypto map {map_name} not found\n"
     now = float(router.clock())
     out: list[str] = []
     for name in router.crypto_interfaces():

@@ -619,7 +619,9 @@ def test_show_commands_are_live_and_never_print_keys() -> None:
     assert "in use settings ={Tunnel, }" in text
     assert rb.show("crypto ipsec sa peer 192.0.2.9").strip() == "interface: GigabitEthernet0/0" \
         "\n    Crypto map tag: M, local addr 192.0.2.2"
-    assert rb.show("crypto ipsec sa map OTHER") == "\n"
+    # a map that is not defined: an error line, not an empty answer
+    assert rb.show("crypto ipsec sa map OTHER") == "% Crypto map OTHER not found\n"
+    assert rb.show("crypto ipsec sa map M").startswith("interface: GigabitEthernet0/0")
     assert "Current peer: 192.0.2.2" in ra.show("show crypto map")
     assert "(5 matches)" in ra.show("show access-lists 101")
     for sa in ra.sad.sas():
