@@ -79,3 +79,43 @@ def test_tune_allocator_applies_on_glibc_and_is_idempotent() -> None:
     assert tune_allocator() == first  # applied once, the answer remembered
     glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
     assert first == glibc
+
+
+def _encrypt_to(tmp_path, out) -> bytes:  # type: ignore[no-untyped-def]
+    """Encrypt a one-packet capture under a one-entry manual config into ``out``."""
+    cfg = tmp_path / "a.cfg"
+    cfg.write_text(gcm_manual_config(1).replace("esp-gcm", "esp-null esp-sha-hmac").replace(
+        " cipher ", " authenticator "))
+    src = tmp_path / "in.pcap"
+    pcap.write(src, PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")]))
+    assert main(["encrypt", "--config", str(cfg), "--quiet", str(src), str(out)]) == 0
+    return out.read_bytes()
+
+
+def test_output_replaces_a_regular_file_keeping_its_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    out = tmp_path / "out.pcap"
+    out.write_bytes(b"old contents " * 1000)
+    os.chmod(out, 0o640)
+    data = _encrypt_to(tmp_path, out)
+    assert data[:4] == bytes.fromhex("d4c3b2a1")  # a fresh pcap, nothing of the old file
+    assert b"old contents" not in data
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_output_through_a_symlink_and_a_hard_link_is_written_through(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    real = tmp_path / "real.pcap"
+    real.write_bytes(b"x" * 100)
+    link = tmp_path / "link.pcap"
+    link.symlink_to(real)
+    data = _encrypt_to(tmp_path, link)
+    assert link.is_symlink() and real.read_bytes() == data
+    hard = tmp_path / "hard.pcap"
+    os.link(real, hard)
+    real.write_bytes(b"y" * 100)
+    data = _encrypt_to(tmp_path, hard)
+    assert real.read_bytes() == data == hard.read_bytes()
