@@ -671,7 +671,12 @@ class Network:
         peer last heard from (the seed: "received either traffic or a negotiation
         request from"); the flow's traffic goes to that peer's newest pair."""
         rid = id(router)
+        # one decision per flow: pairs of one flow from several peers in the same batch
+        # (in no particular order) do not switch the flow back and forth
+        last: dict[tuple[int, tuple[int, int, int, int]], SaPair] = {}
         for pair in pairs:
+            last[(pair.domain, pair.scope)] = pair
+        for pair in last.values():
             self._last_peer[(rid, pair.scope)] = pair.peer
             cur = router.sad.lookup_outbound(pair.domain, pair.scope)
             if cur is None or cur.peer == pair.peer:

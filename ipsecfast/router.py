@@ -1144,7 +1144,7 @@ class Router:
         """Call ``callback(router, pairs)`` from ``inbound``, once per layer of
         decapsulation of each call (never per packet), with the SA pairs through which
         at least one packet arrived intact (authenticated, decrypted and inside the
-        pair's flow), each pair once. This is "the last peer that the router heard from
+        pair's flow), each pair once, in no particular order. This is "the last peer that the router heard from
         (received either traffic ...)" of the seed's load sharing; ``select_outbound``
         acts on it. It must not raise."""
         self._received_listeners.append(callback)
