@@ -184,6 +184,7 @@ def pcap_run(cfg_text: str, direction: str, src: Path, dst: Path,
     from ipsecfast.router import Router
 
     router = _Timed(Router(parse_config(cfg_text), crypto_threads=crypto_threads))
+    dst.unlink(missing_ok=True)  # (a new output file, as on a first run; not timed)
     t = time.perf_counter()
     summary = run_pcap(router, "GigabitEthernet0/0", direction, str(src), str(dst),  # type: ignore[arg-type]
                        progress=False)
@@ -208,6 +209,7 @@ class _NullRouter:
 
 def floor_run(direction: str, src: Path, dst: Path) -> float:
     """Seconds of ``run_pcap`` with the null router on the same input capture."""
+    dst.unlink(missing_ok=True)
     t = time.perf_counter()
     run_pcap(_NullRouter(), "GigabitEthernet0/0", direction, str(src), str(dst),  # type: ignore[arg-type]
              progress=False)
