@@ -7,6 +7,9 @@ _I64 = npt.NDArray[np.int64]
 _U8 = npt.NDArray[np.uint8]
 
 def scan_classic(buf: _U8, big: bool, nano: bool) -> tuple[_I64, _I64, _I64, _I64]: ...
+def scan_classic_part(
+    buf: _U8, big: bool, nano: bool, start: int, limit: int
+) -> tuple[_I64, _I64, _I64, _I64, int]: ...
 def scan_pcapng(buf: _U8) -> tuple[int, bool, _I64, _I64, _I64, _I64, _U8]: ...
 def parse_links(
     buf: _U8, offsets: _I64, lengths: _I64, linktype: int

@@ -2,6 +2,8 @@
 
 ``read()`` loads a whole file into one ``uint8`` buffer and returns a :class:`Capture`
 whose frames are a zero-copy :class:`~ipsecfast.packets.PacketBatch` over that buffer;
+``iter_chunks()`` reads a (memory-mapped) file as consecutive captures of N frames,
+scanning a classic pcap file a chunk at a time;
 the record scan, the link-layer parse, the frame rebuild and the writer are compiled
 loops (``src/_pcap.pyx``), so no Python object is made per packet.
 
@@ -21,6 +23,7 @@ through untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -32,6 +35,8 @@ from .packets import PacketBatch
 
 __all__ = [
     "Capture",
+    "iter_chunks",
+    "map_file",
     "read",
     "write",
     "LINKTYPE_NULL",
@@ -144,6 +149,28 @@ class Capture:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def slice(self, a: int, b: int) -> Capture:
+        """Frames ``a:b`` as a capture of their own: a zero-copy view of just the bytes
+        those frames span, with the link layers already parsed sliced, not parsed again
+        (frames the reader did not take for IPv4, e.g. of another pcapng interface, stay
+        so)."""
+        frames = self.frames[a:b]
+        if len(frames):
+            lo = int(frames.offsets.min())
+            hi = int((frames.offsets + frames.lengths).max())
+            frames = PacketBatch._trusted(frames.buffer[lo:hi], frames.offsets - lo,
+                                          frames.lengths)
+        sub = Capture.__new__(Capture)
+        sub.linktype = self.linktype
+        sub.frames = frames
+        sub.timestamps = self.timestamps[a:b]
+        sub.orig_lengths = self.orig_lengths[a:b]
+        sub.nanosecond = self.nanosecond
+        sub.l3_offsets = self.l3_offsets[a:b]
+        sub.is_ipv4 = self.is_ipv4[a:b]
+        sub._ip_lengths = self._ip_lengths[a:b]
+        return sub
 
     def __repr__(self) -> str:
         return (
@@ -261,18 +288,21 @@ def read(source: Source) -> Capture:
     Raises :class:`PcapError` for a truncated or corrupt file, naming the byte offset.
     """
     buf = _load(source)
+    kind = _kind(buf)
+    if kind is None:
+        return _read_pcapng(buf)
+    big, nano, linktype = kind
+    off, lens, orig, ts = _pcap.scan_classic(buf, big, nano)
+    return Capture(PacketBatch(buf, off, lens), linktype, ts, orig, nanosecond=nano)
+
+
+def _kind(buf: npt.NDArray[np.uint8]) -> tuple[bool, bool, int] | None:
+    """None for pcapng; (big-endian, nanosecond, link type) of a classic pcap file whose
+    header checks out; PcapError otherwise."""
     if buf.size < 4:
         raise PcapError(f"truncated file header at byte offset 0: {buf.size} bytes")
     if bytes(buf[:4]) == _PCAPNG_SHB:
-        linktype, fine, off, lens, orig, ts, foreign = _pcap.scan_pcapng(buf)
-        if linktype < 0:
-            if off.size:  # unreachable: a packet block needs an interface
-                raise PcapError("pcapng file has packets but no interface description block")
-            linktype = LINKTYPE_ETHERNET
-        return Capture(
-            PacketBatch(buf, off, lens), linktype, ts, orig,
-            nanosecond=fine, _foreign=foreign.view(np.bool_),
-        )
+        return None
     magic = int.from_bytes(bytes(buf[:4]), "little")
     if magic not in (_MAGIC_US_LE, _MAGIC_NS_LE, _MAGIC_US_BE, _MAGIC_NS_BE):
         raise PcapError(f"not a pcap or pcapng file: unknown magic {magic:#010x} at byte offset 0")
@@ -288,8 +318,72 @@ def read(source: Source) -> Capture:
         raise PcapError(f"unsupported pcap version {major} at byte offset 4 (2 expected)")
     # §4: the low 16 bits are the link type; the high bits may carry FCS information.
     linktype = int.from_bytes(bytes(buf[20:24]), order) & 0xFFFF
-    off, lens, orig, ts = _pcap.scan_classic(buf, big, nano)
-    return Capture(PacketBatch(buf, off, lens), linktype, ts, orig, nanosecond=nano)
+    return big, nano, linktype
+
+
+def _read_pcapng(buf: npt.NDArray[np.uint8]) -> Capture:
+    linktype, fine, off, lens, orig, ts, foreign = _pcap.scan_pcapng(buf)
+    if linktype < 0:
+        if off.size:  # unreachable: a packet block needs an interface
+            raise PcapError("pcapng file has packets but no interface description block")
+        linktype = LINKTYPE_ETHERNET
+    return Capture(
+        PacketBatch(buf, off, lens), linktype, ts, orig,
+        nanosecond=fine, _foreign=foreign.view(np.bool_),
+    )
+
+
+def map_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """The bytes of the file at ``path``, memory-mapped read-only when it is a non-empty
+    regular file (no copy: the page cache is read in place), else read whole. While the
+    array lives, the file must not be truncated (a mapped page past the new end would
+    fault: SIGBUS); write outputs to another file."""
+    import mmap
+    import stat
+
+    with open(os.fspath(path), "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            try:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                pass
+            else:
+                return np.frombuffer(mm, dtype=np.uint8)
+        return np.frombuffer(fh.read(), dtype=np.uint8)
+
+
+def iter_chunks(source: str | os.PathLike[str] | npt.NDArray[np.uint8],
+                chunk_packets: int = 1 << 16) -> Iterator[Capture]:
+    """The capture ``source`` (a path, memory-mapped with :func:`map_file`, or the file's
+    bytes as a ``uint8`` array) as consecutive captures of at most ``chunk_packets``
+    frames, each a zero-copy view of just the bytes its frames span. A classic pcap file
+    is scanned a chunk at a time (a chunk is ready after scanning its own records, and
+    a PcapError for a corrupt record comes when its chunk is reached); a pcapng file is
+    scanned whole first. Timestamps, wire lengths, link type and resolution are each
+    chunk's part of the file's. A capture without packets gives one empty chunk."""
+    if chunk_packets < 1:
+        raise ValueError("the chunk size must be at least 1 packet")
+    buf = map_file(source) if isinstance(source, (str, os.PathLike)) else source
+    kind = _kind(buf)
+    if kind is None:
+        whole = _read_pcapng(buf)
+        for a in range(0, max(len(whole), 1), chunk_packets):
+            yield whole.slice(a, a + chunk_packets)
+        return
+    big, nano, linktype = kind
+    pos = 24
+    first = True
+    while pos < buf.size or first:
+        if pos < buf.size:
+            off, lens, orig, ts, pos = _pcap.scan_classic_part(buf, big, nano, pos,
+                                                               chunk_packets)
+            lo, hi = int(off[0]), int(off[-1] + lens[-1])  # (a part has >= 1 record)
+            frames = PacketBatch._trusted(buf[lo:hi], off - lo, lens)
+        else:  # no records at all: one empty chunk, which still has the link type
+            frames, ts, orig = PacketBatch.empty(), None, None
+        first = False
+        yield Capture(frames, linktype, ts, orig, nanosecond=nano)
 
 
 def write(

@@ -14,7 +14,7 @@ Byte layouts:
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -156,11 +156,14 @@ cdef tuple rec_arrays(Records* r):
 # classic pcap
 # ---------------------------------------------------------------------------------
 cdef int scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac_ns,
-                        Records* r, ScanError* err) noexcept nogil:
-    """The packet records after the 24-byte file header into ``r``; -1 with ``err`` set."""
-    cdef int64_t pos = 24, n = 0, incl
+                        Records* r, ScanError* err, int64_t start=24, int64_t limit=-1,
+                        int64_t* stop=NULL) noexcept nogil:
+    """The packet records from byte ``start`` (after the 24-byte file header) into ``r``,
+    at most ``limit`` of them (-1: to the end); ``*stop``: where the next record starts.
+    -1 with ``err`` set."""
+    cdef int64_t pos = start, n = 0, incl
     cdef uint32_t sec, frac
-    while pos < size:
+    while pos < size and (limit < 0 or n < limit):
         # §5: 16-byte record header: ts seconds, ts (micro|nano)seconds, incl_len, orig_len
         if size - pos < 16:
             err.code = E_REC_HDR
@@ -193,7 +196,48 @@ cdef int scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac
         n += 1
         r.n = n
         pos += 16 + incl
+    if stop != NULL:
+        stop[0] = pos
     return 0
+
+
+def scan_classic_part(const uint8_t[::1] buf, bint big, bint nano, int64_t start,
+                      int64_t limit):
+    """Up to ``limit`` (> 0) records of a classic pcap file from byte offset ``start``
+    (24 for the first record; then the offset this returned): a resumable scan, so a
+    large file can be read a chunk at a time. Returns ``(offsets, lengths,
+    orig_lengths, timestamps_ns, next_offset)``; ``next_offset == len(buf)`` at the end.
+    The file header was checked by the caller."""
+    cdef int64_t size = buf.shape[0], stop = start
+    cdef const uint8_t* p = &buf[0] if size else NULL
+    cdef ScanError err
+    cdef Records r
+    cdef int rc = 0
+    cdef int64_t frac_ns = 1 if nano else 1000
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if start < 24 or start > size:
+        raise ValueError(f"start {start} is not within the records (24..{size})")
+    memset(&r, 0, sizeof(r))
+    err.code = E_OK
+    try:
+        # room for the whole part at once: no growth copies for a chunk
+        r.cap = min(limit, (size - start) // 16 + 1)
+        r.off = <int64_t*>malloc(r.cap * sizeof(int64_t))
+        r.caplen = <int64_t*>malloc(r.cap * sizeof(int64_t))
+        r.origlen = <int64_t*>malloc(r.cap * sizeof(int64_t))
+        r.ts = <int64_t*>malloc(r.cap * sizeof(int64_t))
+        r.foreign = <uint8_t*>malloc(r.cap * sizeof(uint8_t))
+        if (r.off == NULL or r.caplen == NULL or r.origlen == NULL or r.ts == NULL
+                or r.foreign == NULL):
+            raise MemoryError()
+        with nogil:
+            rc = scan_classic_c(p, size, big, frac_ns, &r, &err, start, limit, &stop)
+        if rc < 0:
+            _raise(&err, size)
+        return (*rec_arrays(&r)[:4], stop)
+    finally:
+        rec_free(&r)
 
 
 def scan_classic(const uint8_t[::1] buf, bint big, bint nano):
