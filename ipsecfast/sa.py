@@ -473,20 +473,32 @@ _MULTI_MODES = (MODE_IDS["tunnel"], MODE_IDS["transport"])
 #: Below this many packets a multi-SA call stays on the calling thread (a thread hand-off
 #: costs tens of microseconds; 4096 packets take about a millisecond).
 PARALLEL_MIN_PACKETS = 4096
+_POOL_WORKERS = 64  # the most threads one call may ask for (Router caps crypto_threads)
 _pool_lock = threading.Lock()
-_pool: list[object] = []  # [ThreadPoolExecutor] once made, grown to the largest ask
+_pool: list[Any] = []  # [ThreadPoolExecutor] once made; it starts threads as they are needed
 
 
-def _executor(workers: int) -> Any:
+def _executor() -> Any:
+    """The module's thread pool: made once, never shut down (so no caller can find it
+    gone between two submits), and made again in a child after ``fork`` (the parent's
+    worker threads do not exist there)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with _pool_lock:
-        if not _pool or _pool[0]._max_workers < workers:  # type: ignore[attr-defined]
-            if _pool:
-                _pool.pop().shutdown(wait=False)  # type: ignore[attr-defined]
-            _pool.append(ThreadPoolExecutor(max_workers=workers,
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=_POOL_WORKERS,
                                             thread_name_prefix="ipsecfast-crypto"))
         return _pool[0]
+
+
+def _forget_pool_in_child() -> None:
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pool.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _sa_parts(idx: npt.NDArray[np.int32], lengths: npt.NDArray[np.int64], nsa: int,
@@ -520,8 +532,10 @@ def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
     args = (cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out, out_offsets,
             lens, status, ivs, encap)
     parts = None
-    if threads > 1 and len(batch) >= PARALLEL_MIN_PACKETS and len(cores) > 1:
-        parts = _sa_parts(idx, batch.lengths, len(cores), threads)
+    # (an SA listed twice would get two threads: never split then)
+    if threads > 1 and len(batch) >= PARALLEL_MIN_PACKETS and len(cores) > 1 \
+            and len({id(c) for c in cores}) == len(cores):
+        parts = _sa_parts(idx, batch.lengths, len(cores), min(threads, _POOL_WORKERS + 1))
     if parts is None:
         _esp.run_multi(*args, random_iv, next_header, nhs)
         return
@@ -529,19 +543,26 @@ def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
         assert ivs is not None
         _esp.random_fill(ivs)  # once for every part: the parts then read their packets' IVs
     nparts = int(parts.max()) + 1
-    pool = _executor(nparts - 1)
-    futures = [pool.submit(_esp.run_multi, *args, False, next_header, nhs, parts, p)
-               for p in range(1, nparts)]
+    pool = _executor()
+    futures: list[Any] = []
     error: BaseException | None = None
     try:
+        for p in range(1, nparts):
+            futures.append(pool.submit(_esp.run_multi, *args, False, next_header, nhs,
+                                       parts, p))
         _esp.run_multi(*args, False, next_header, nhs, parts, 0)
-    except BaseException as err:
+    except BaseException as err:  # (Ctrl-C included): the parts started still run
         error = err
-    for fut in futures:
-        try:
-            fut.result()
-        except BaseException as err:
-            error = error or err
+    for fut in futures:  # every part started is waited for, whatever happened
+        while True:
+            try:
+                fut.result()
+                break
+            except KeyboardInterrupt as err:  # not before the part is done with `out`
+                error = error or err
+            except BaseException as err:
+                error = error or err
+                break
     if error is not None:
         raise error
 

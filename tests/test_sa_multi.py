@@ -439,3 +439,47 @@ def test_run_multi_part_needs_prefilled_ivs() -> None:
                        batch.buffer, batch.offsets, batch.lengths, out, off,
                        np.zeros(n, np.int64), np.zeros(n, np.uint8), np.zeros(n * 16, np.uint8),
                        True, False, 4, None, np.zeros(3, np.int32), 0)
+
+
+def test_an_sa_listed_twice_is_never_split_over_threads(parts_spy: list[int]) -> None:
+    # one SA at two indexes: two threads would run one cipher context and one sequence
+    # counter at once (repeated GCM nonces); the call stays on one thread instead
+    sa = make(0, "esp", "esp-gcm 256")
+    batch = batch_of([64, 100, 200] * 40)
+    idx = interleaved(len(batch), 2, seed=3)
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    res = _encapsulate_multi([sa, sa], idx, TUNNEL, batch, out, off, threads=2)
+    assert parts_spy == []  # not split
+    assert res.all_ok
+    seqs = [int.from_bytes(p[24:28], "big") for p in packets(res.packets)]
+    assert seqs == list(range(1, len(batch) + 1))  # ESP sequence numbers, in order, once
+
+
+def test_threaded_calls_work_in_a_forked_child(parts_spy: list[int]) -> None:
+    import os
+    import time
+
+    multi, _ = twins(SPECS)
+    batch = damaged_batch()
+    idx = interleaved(len(batch), len(SPECS))
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    _encapsulate_multi(multi, idx, TUNNEL, batch, out, off, threads=3)  # the pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: its pool has no threads until it makes its own
+        code = 1
+        try:
+            sas, _ = twins(SPECS)
+            res = _encapsulate_multi(sas, idx, TUNNEL, batch, out, off, threads=3)
+            code = 0 if int((res.status == 0).sum()) >= len(batch) - 3 else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung in a threaded multi-SA call")
