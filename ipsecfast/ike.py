@@ -671,8 +671,9 @@ class Network:
         peer last heard from (the seed: "received either traffic or a negotiation
         request from"); the flow's traffic goes to that peer's newest pair."""
         rid = id(router)
-        # one decision per flow: pairs of one flow from several peers in the same batch
-        # (in no particular order) do not switch the flow back and forth
+        # one decision per flow: of the pairs of one flow from several peers in the same
+        # batch, the last one listed (the router orders them by their last intact
+        # packet) is the peer heard from last
         last: dict[tuple[int, tuple[int, int, int, int]], SaPair] = {}
         for pair in pairs:
             last[(pair.domain, pair.scope)] = pair

@@ -23,6 +23,7 @@ IOS choices made where the seed is silent are listed in ``Router``'s docstring.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
 import time
@@ -74,6 +75,7 @@ REQUEST_HISTORY = 1000
 PENDING_LIMIT = 4096
 IKE_PORTS = (500, 4500)
 _MULTI_IN_ORDER = True  # one-call layers keep input order (False: sorted by SA first)
+_log = logging.getLogger("ipsecfast.router")
 
 
 class Verdict(IntEnum):
@@ -726,6 +728,7 @@ class Router:
         # event listeners (on_sa_deleted / on_traffic_received): what a negotiator hooks
         self._deleted_listeners: list[Callable[[Router, SaPair, str], None]] = []
         self._received_listeners: list[Callable[[Router, Sequence[SaPair]], None]] = []
+        self.listener_errors: list[Exception] = []
         self._build_entries()
         self._build_domains()
         bc = []
@@ -869,8 +872,19 @@ class Router:
         if not pair.alive or self.sad.pairs.get(pair.id) is not pair:
             return
         self.sad.remove(pair)
-        for listener in list(self._deleted_listeners):
-            listener(self, pair, reason)
+        self._call_listeners(self._deleted_listeners, self, pair, reason)
+
+    def _call_listeners(self, listeners: list[Callable[..., None]], *args: Any) -> None:
+        """Call every listener. One that raises does not stop the others, nor the
+        router's own work (deleting the other expired SAs, the batch in progress): the
+        error is logged and kept in ``listener_errors`` (the last 100)."""
+        for listener in list(listeners):
+            try:
+                listener(*args)
+            except Exception as err:  # a listener bug must not corrupt the router's state
+                _log.exception("ipsecfast router listener %r failed", listener)
+                self.listener_errors.append(err)
+                del self.listener_errors[:-100]
 
     def _soft(self, pair: SaPair, reason: str, now: float) -> None:
         pair.soft_fired = True
@@ -1136,7 +1150,9 @@ class Router:
         counter, ran out: when the router's lifetime check runs, i.e. at the next
         ``outbound`` / ``inbound`` / ``show`` / ``check_lifetimes`` after the limit),
         ``"cleared"`` (``clear_crypto_sa``) or ``"closed"`` (``close``). It may run inside
-        ``outbound`` / ``inbound``: it must not raise."""
+        ``outbound`` / ``inbound``. An exception it raises is logged and kept in
+        ``router.listener_errors``: the other listeners still run, and the router goes on
+        deleting what has expired."""
         self._deleted_listeners.append(callback)
 
     def on_traffic_received(self, callback: Callable[[Router, Sequence[SaPair]], None]
@@ -1144,9 +1160,11 @@ class Router:
         """Call ``callback(router, pairs)`` from ``inbound``, once per layer of
         decapsulation of each call (never per packet), with the SA pairs through which
         at least one packet arrived intact (authenticated, decrypted and inside the
-        pair's flow), each pair once, in no particular order. This is "the last peer that the router heard from
-        (received either traffic ...)" of the seed's load sharing; ``select_outbound``
-        acts on it. It must not raise."""
+        pair's flow), each pair once, ordered by the batch position of each pair's last
+        intact packet (the pair heard from last comes last). This is "the last peer that
+        the router heard from (received either traffic ...)" of the seed's load sharing;
+        ``select_outbound`` acts on it. An exception it raises is logged and kept in
+        ``router.listener_errors``; the batch goes on."""
         self._received_listeners.append(callback)
 
     def remove_listener(self, callback: Callable[..., None]) -> None:
@@ -1688,8 +1706,8 @@ class Router:
                     continue
                 g_entry[g] = rec.pair.entry
                 g_sa[g] = rec.id
-            self._count_in_groups(recs, gsel, s_status, s_len, now)
             gi = idx[sp]
+            self._count_in_groups(recs, gsel, s_status, s_len, now, gi)
             found = g_sa[gsel] >= 0
             st.entry[gi[found]] = g_entry[gsel][found]
             st.sa[gi[found]] = g_sa[gsel][found]
@@ -1840,9 +1858,9 @@ class Router:
 
     def _count_in_groups(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
                          status: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
-                         now: float) -> None:
+                         now: float, pos: npt.NDArray[np.int64]) -> None:
         """``_count_in`` for every SA pair of a layer (packet i carried by
-        ``recs[gsel[i]]``)."""
+        ``recs[gsel[i]]``, at position ``pos[i]`` of the batch)."""
         nok, nbytes, bad_of = _per_group(gsel, len(recs), status, lengths)
         for g, rec in enumerate(recs):
             if rec is None or rec.pair is None:
@@ -1856,11 +1874,15 @@ class Router:
                     pair.recv_errors[label] = pair.recv_errors.get(label, 0) + c
             self._volume(pair, "inbound", now)
         if self._received_listeners:
-            heard = [r.pair for g, r in enumerate(recs) if nok[g] and r is not None
-                     and r.pair is not None and r.pair.alive]
+            # each pair by the batch position of its last intact packet: last heard, last
+            last = np.full(len(recs), -1, dtype=_I64)
+            ok = status == 0
+            np.maximum.at(last, gsel[ok], pos[ok])
+            heard = [(int(last[g]), r.pair) for g, r in enumerate(recs) if nok[g]
+                     and r is not None and r.pair is not None and r.pair.alive]
             if heard:
-                for listener in list(self._received_listeners):
-                    listener(self, heard)
+                heard.sort(key=lambda t: t[0])
+                self._call_listeners(self._received_listeners, self, [p for _, p in heard])
 
     @staticmethod
     def _unprotect(pair: SaPair, batch: PacketBatch, out: npt.NDArray[np.uint8],

@@ -328,17 +328,20 @@ def test_set_entry_flows_gives_a_template_its_traffic_filter() -> None:
         r.set_entry_flows(len(r.entries), acl)
 
 
-def test_one_batch_from_both_peers_moves_the_flow_once_at_most() -> None:
-    """Packets of one flow from both gateways in one batch: one decision for the flow,
-    to one of the two peers (the batch does not say which came last), not a switch per
+@pytest.mark.parametrize("last", ["m1", "m2"])
+def test_one_batch_from_both_peers_goes_to_the_peer_of_its_last_packet(last: str) -> None:
+    """Packets of one flow from both gateways in one batch (a batch is in arrival order):
+    one decision for the flow, to the peer whose packet came last, not a switch per
     pair."""
     n, m1, m2, net = _two_gateways(Clock(), [OTHER, M_ADDR])
     round_trip(m1, n, [udp(HOST_A, HOST_B, 1)])
     round_trip(m2, n, [udp(HOST_A, HOST_B, 2)])
-    a = m1.outbound(IF, batch(udp(HOST_A, HOST_B, 3))).packets.to_list()
+    a = m1.outbound(IF, batch(udp(HOST_A, HOST_B, 3), udp(HOST_A, HOST_B, 5))).packets.to_list()
     b = m2.outbound(IF, batch(udp(HOST_A, HOST_B, 4))).packets.to_list()
+    # m1's packets around m2's, or m2's after m1's
+    wire = [a[0], b[0], a[1]] if last == "m1" else a + b
     before = sum("heard from" in line for line in net.log)
-    res = n.inbound(IF, PacketBatch.from_list(a + b))
-    assert res.verdict.tolist() == [PROTECT, PROTECT]
+    res = n.inbound(IF, PacketBatch.from_list(wire))
+    assert res.verdict.tolist() == [PROTECT, PROTECT, PROTECT]
     assert sum("heard from" in line for line in net.log) - before <= 1
-    assert _n_sends_to(n) in (M_ADDR, OTHER)
+    assert _n_sends_to(n) == (M_ADDR if last == "m1" else OTHER)
