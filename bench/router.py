@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ipsecfast import pcap  # noqa: E402
-from ipsecfast.cli import CHUNK_PACKETS, run_pcap  # noqa: E402
+from ipsecfast.cli import CHUNK_PACKETS, run_pcap, tune_allocator  # noqa: E402
 from ipsecfast.config import parse_config  # noqa: E402
 from ipsecfast.packets import PacketBatch  # noqa: E402
 from ipsecfast.sa import SecurityAssociation  # noqa: E402
@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Router(crypto_threads=N) (default: the router's, min(CPUs, 4))")
     ap.add_argument("--keep", metavar="DIR", help="write the captures here (default: a temp dir)")
     args = ap.parse_args(argv)
+    tune_allocator()  # as `ipsecfast encrypt` / `decrypt` do (every row runs under it)
     transforms = args.transforms or ["esp-aes esp-sha-hmac", "esp-gcm"]
     if not 1 <= args.entries <= 256:
         raise SystemExit("--entries must be 1..256 (one 10.2.k.0/24 per entry)")

@@ -36,3 +36,6 @@ def write_records(
     nano: bool,
     out: _U8,
 ) -> None: ...
+def same_spans(
+    a: _U8, a_off: _I64, a_len: _I64, b: _U8, b_off: _I64, b_len: _I64, out: _U8
+) -> None: ...

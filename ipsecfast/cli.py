@@ -93,8 +93,10 @@ def tune_allocator() -> bool:
     (the router's output, the rebuilt frames, the pcap records); handed back and asked for
     again, each page costs a page fault on every chunk, which on a VM is most of the
     time of a pcap run (measured: ~10,000 faults and a third of the CPU time of a
-    300K-packet encrypt). Process-wide and for the life of the process, so it is for the
-    command line (``run_pcap`` calls it); True when applied (Linux with glibc)."""
+    300K-packet encrypt). Process-wide and for the life of the process, so it is for a
+    command: ``ipsecfast encrypt`` / ``decrypt`` call it (and ``bench/router.py``, which
+    measures them); a program that embeds ``run_pcap`` may call it too. True when applied
+    (Linux with glibc)."""
     if _allocator_tuned:
         return _allocator_tuned[0]
     ok = False
@@ -304,7 +306,7 @@ def _open_output(target: str) -> IO[bytes]:
     if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
         with contextlib.suppress(OSError):
             os.unlink(target)
-            mode = stat.S_IMODE(st.st_mode)
+            mode = stat.S_IMODE(st.st_mode) & 0o777  # (no setuid / setgid / sticky)
     if mode is not None:
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
@@ -346,7 +348,6 @@ def run_pcap(
 
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
-    tune_allocator()
     if os.path.exists(target) and os.path.samefile(source, target):
         raise ValueError(f"{target}: the output would overwrite the input")
     process = router.outbound if direction == "encrypt" else router.inbound
@@ -385,9 +386,10 @@ def run_pcap(
                 reader.close()
                 writer.close()
     except BaseException:
-        # no half-written capture is left behind (Ctrl-C included)
+        # no half-written capture is left behind (Ctrl-C included); through a symlink,
+        # the file it points to (which the run was writing), not the link
         with contextlib.suppress(OSError):
-            os.unlink(target)
+            os.unlink(os.path.realpath(target))
         raise
     n_out, bytes_out = writer.packets, writer.nbytes
     seconds = time.perf_counter() - start
@@ -477,6 +479,7 @@ def _warn_config(config: Config, per_rule: int = 3) -> None:
 
 @_config_errors
 def _cmd_pcap(args: argparse.Namespace) -> int:
+    tune_allocator()
     config = _load_config(args.config)
     _warn_config(config)
     # deletes the SAs and wipes their keys at the end; --peer-config: IKE with a simulated B
@@ -586,25 +589,6 @@ def _write_hop(cap: Capture, packets: Any, keep: Any, path: str) -> None:
     pcap.write(path, cap.replace_ip_packets(packets, keep))
 
 
-def _same_bytes(a: Any, b: Any, chunk: int = 1 << 16) -> Any:
-    """Per packet: ``a[i] == b[i]``, for batches of equal lengths packet by packet. Both
-    are gathered back to back a chunk at a time and compared whole; a packet differs when
-    any of its bytes does (``logical_or.reduceat`` over its span)."""
-    import numpy as np
-
-    n = len(a)
-    eq = np.ones(n, dtype=bool)
-    for lo in range(0, n, chunk):
-        ca, cb = a[lo:lo + chunk].compact(), b[lo:lo + chunk].compact()
-        total = int(ca.lengths.sum())
-        if total == 0:
-            continue
-        diff = ca.buffer[:total] != cb.buffer[:total]
-        has = np.flatnonzero(ca.lengths > 0)  # (reduceat needs each span non-empty)
-        eq[lo + has] = ~np.logical_or.reduceat(diff, ca.offsets[has])
-    return eq
-
-
 def _simulate_way(sender: Router, s_if: str, receiver: Router, r_if: str, packets: Any
                   ) -> dict[str, Any]:
     """Packets out of ``sender`` and into ``receiver`` in the sender's order (the order it
@@ -623,7 +607,7 @@ def _simulate_way(sender: Router, s_if: str, receiver: Router, r_if: str, packet
     good = prot[ok]
     same = (recv_packets.lengths[good] == packets.lengths[good])
     idx = good[same]
-    intact = int(_same_bytes(recv_packets[idx], packets[idx]).sum())
+    intact = int(recv_packets[idx].equals(packets[idx]).sum())
     clear = np.nonzero(sent == Verdict.BYPASS)[0]
     return {
         "sent": out, "packets": out.packets, "received": recv_packets,

@@ -140,6 +140,20 @@ class PacketBatch:
         src = np.repeat(self.offsets - new_off, self.lengths) + np.arange(total, dtype=_I64)
         return PacketBatch(self.buffer[src], new_off, self.lengths.copy())
 
+    def equals(self, other: PacketBatch) -> npt.NDArray[np.bool_]:
+        """Per packet: ``self[i] == other[i]`` (same length and bytes), for two batches
+        of the same number of packets; one compiled ``memcmp`` pass, no copy."""
+        from . import _pcap
+
+        if not isinstance(other, PacketBatch):
+            raise TypeError("other must be a PacketBatch")
+        if len(other) != len(self):
+            raise ValueError(f"{len(other)} packets to compare with {len(self)}")
+        out = np.zeros(len(self), dtype=np.uint8)
+        _pcap.same_spans(self.buffer, self.offsets, self.lengths,
+                         other.buffer, other.offsets, other.lengths, out)
+        return out.view(np.bool_)
+
     def tobytes(self) -> bytes:
         """All packets concatenated."""
         c = self.compact()

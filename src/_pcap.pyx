@@ -15,7 +15,7 @@ Byte layouts:
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
@@ -782,3 +782,25 @@ def write_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
             if lengths[i]:
                 memcpy(o + pos + 16, base + offsets[i], lengths[i])
             pos += 16 + lengths[i]
+
+
+def same_spans(const uint8_t[::1] a, const int64_t[::1] a_off, const int64_t[::1] a_len,
+               const uint8_t[::1] b, const int64_t[::1] b_off, const int64_t[::1] b_len,
+               uint8_t[::1] out):
+    """``out[i] = 1`` when span i of ``a`` and span i of ``b`` hold the same bytes (same
+    length and contents), else 0. Every span is bounds-checked first (ValueError)."""
+    cdef int64_t n = a_off.shape[0], i, asize = a.shape[0], bsize = b.shape[0]
+    cdef const uint8_t* ap = &a[0] if asize else NULL
+    cdef const uint8_t* bp = &b[0] if bsize else NULL
+    if (a_len.shape[0] != n or b_off.shape[0] != n or b_len.shape[0] != n
+            or out.shape[0] < n):
+        raise ValueError("array lengths disagree")
+    for i in range(n):
+        # (offset > size - length, not offset + length > size: no overflow)
+        if (a_off[i] < 0 or a_len[i] < 0 or a_off[i] > asize - a_len[i]
+                or b_off[i] < 0 or b_len[i] < 0 or b_off[i] > bsize - b_len[i]):
+            raise ValueError(f"span {i} is outside its buffer")
+    with nogil:
+        for i in range(n):
+            out[i] = a_len[i] == b_len[i] and (
+                a_len[i] == 0 or memcmp(ap + a_off[i], bp + b_off[i], a_len[i]) == 0)

@@ -92,3 +92,41 @@ def test_scapy_round_trip() -> None:
     back = b.to_scapy()
     assert [bytes(p) for p in back] == b.to_list()
     assert back[0][UDP].dport == 2
+
+
+def test_equals_matches_python_comparison() -> None:
+    import random
+
+    rnd = random.Random(3)
+    for _ in range(200):
+        n = rnd.randint(0, 40)
+        pa = [bytes(rnd.randrange(256) for _ in range(rnd.choice([0, 1, 5, 20])))
+              for _ in range(n)]
+        pb = []
+        for x in pa:
+            r = rnd.random()
+            if r < 0.5 or not x:
+                pb.append(x)
+            elif r < 0.8:  # one byte changed
+                k = rnd.randrange(len(x))
+                pb.append(x[:k] + bytes([x[k] ^ 0x80]) + x[k + 1:])
+            else:  # another length, same prefix
+                pb.append(x[:-1] if rnd.random() < 0.5 else x + b"\0")
+        a = PacketBatch.from_list(pa)
+        b = PacketBatch.from_list([b"zz" + y for y in pb])  # b's packets elsewhere in a buffer
+        b = PacketBatch(b.buffer, b.offsets + 2, b.lengths - 2)
+        got = a.equals(b)
+        assert got.dtype == np.bool_
+        assert got.tolist() == [x == y for x, y in zip(pa, pb, strict=True)]
+
+
+def test_equals_checks_its_arguments() -> None:
+    a = PacketBatch.from_list([b"abc", b"de"])
+    with pytest.raises(ValueError, match="packets to compare"):
+        a.equals(PacketBatch.from_list([b"abc"]))
+    with pytest.raises(TypeError):
+        a.equals([b"abc", b"de"])  # type: ignore[arg-type]
+    bad = PacketBatch._trusted(a.buffer, np.array([0, 4], dtype=np.int64),
+                               np.array([3, 9], dtype=np.int64))  # span past the buffer
+    with pytest.raises(ValueError, match="outside its buffer"):
+        a.equals(bad)
