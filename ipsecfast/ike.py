@@ -86,6 +86,7 @@ _PROTO_ID = {"ah": PROTO_IPSEC_AH, "esp": PROTO_IPSEC_ESP}
 
 MIN_SPI = 256  # IOS: SPIs 0-255 are reserved
 NONCE_BYTES = 16
+LOG_LINES = 10_000  # Network.log keeps at least the last LOG_LINES events, at most twice as many
 
 # ---------------------------------------------------------------------------------------
 # Diffie-Hellman groups
@@ -548,7 +549,7 @@ class Network:
         self.down: set[str] = set()
         self.failures: list[Failure] = []
         self.negotiations: list[Negotiation] = []
-        self.log: list[str] = []
+        self.log: list[str] = []  # events, oldest first (bounded: LOG_LINES)
         self._isakmp: list[IsakmpSa] = []
         self._conn_id = 1000
         self._temporary: dict[int, list[TemporaryEntry]] = {}
@@ -616,7 +617,7 @@ class Network:
         its negotiated values if its expiring pair carried traffic."""
         old = router.sad.pairs.get(request.pair)
         if old is not None and router.sad.lookup_outbound(old.domain, old.scope) is not old:
-            self.log.append(f"{request.time:.3f} SAs with {old.peer} for "
+            self._say(f"{request.time:.3f} SAs with {old.peer} for "
                             f"{router.entries[old.entry].label} reached their soft lifetime; "
                             "the flow now goes to another pair: no rekey")
             return
@@ -652,7 +653,7 @@ class Network:
             return  # a dynamic-map template never initiates
         label = f"{router.entries[temp.entry].label} (temporary entry)"
         if old.encaps == 0 and old.decaps == 0:
-            self.log.append(f"{request.time:.3f} SAs of {label} with {temp.peer} reached "
+            self._say(f"{request.time:.3f} SAs of {label} with {temp.peer} reached "
                             "their soft lifetime without traffic: no new SAs requested")
             return
         try:
@@ -664,6 +665,11 @@ class Network:
         partner = self._partner.get(id(old))
         if neg is not None and partner is not None:
             partner[1].soft_fired = True
+
+    def _say(self, line: str) -> None:
+        self.log.append(line)
+        if len(self.log) > 2 * LOG_LINES:  # (trimmed in halves: amortised O(1) per line)
+            del self.log[:-LOG_LINES]
 
     # -- events from the routers ------------------------------------------------------------
     def _heard(self, router: Router, pairs: Sequence[SaPair]) -> None:
@@ -686,7 +692,7 @@ class Network:
                           and p.scope == pair.scope and p.peer == pair.peer),
                          key=lambda p: p.id)
             router.select_outbound(newest)
-            self.log.append(f"{float(router.clock()):.3f} {self.name(router)}: traffic of "
+            self._say(f"{float(router.clock()):.3f} {self.name(router)}: traffic of "
                             f"{router.entries[pair.entry].label} heard from {pair.peer}: "
                             f"its flow goes there (was {cur.peer})")
 
@@ -710,7 +716,7 @@ class Network:
         self._temporary[id(router)] = live
         now = float(router.clock())
         for t in gone:
-            self.log.append(f"{now:.3f} temporary entry {t.map_name} {t.seq} for {t.peer} "
+            self._say(f"{now:.3f} temporary entry {t.map_name} {t.seq} for {t.peer} "
                             f"removed: its last SA {why}")
         for idx in sorted({t.entry for t in gone if t.patched}):
             _patch_template(router, idx, live)
@@ -760,7 +766,7 @@ class Network:
               ) -> None:
         f = Failure(now, src, dst, phase, reason, entry)
         self.failures.append(f)
-        self.log.append(f"{now:.3f} %CRYPTO-4-IKE: negotiation failed: {f}")
+        self._say(f"{now:.3f} %CRYPTO-4-IKE: negotiation failed: {f}")
 
     def _responder_interface(self, responder: Router, address: str) -> str:
         for n in responder.crypto_interfaces():
@@ -792,7 +798,7 @@ class Network:
         for sa in self._isakmp:
             if sa.alive and sa.expired(now):
                 sa.wipe()
-                self.log.append(f"{now:.3f} ISAKMP SA {sa.src} -> {sa.dst} "
+                self._say(f"{now:.3f} ISAKMP SA {sa.src} -> {sa.dst} "
                                 f"(conn-id {sa.conn_id}) expired")
         for sa in self._isakmp:
             if sa.alive and {sa.src, sa.dst} == {local, peer}:
@@ -857,7 +863,7 @@ class Network:
         attempt.responder_skeyid_d = d_r
         attempt.dh_secrets = (gxy_i, gxy_r)
         attempt.nonces, attempt.cookies = (ni, nr), (cky_i, cky_r)
-        self.log.append(f"{now:.3f} ISAKMP SA {local} -> {peer} up (conn-id "
+        self._say(f"{now:.3f} ISAKMP SA {local} -> {peer} up (conn-id "
                         f"{attempt.conn_id}, policy {p.priority}/{q.priority}: "
                         f"{_policy_text(p)}, lifetime {attempt.lifetime} s)")
         return attempt
@@ -1010,7 +1016,7 @@ class Network:
             _flow_text(prop.ace), offer.pfs, secs, kb, pair_i, pair_r, rekey,
             sa1, (ni, nr), pfs_pair, spis)
         self.negotiations.append(neg)
-        self.log.append(f"{now:.3f} %CRYPTO-5-SESSION_STATUS: IPsec SAs up: {neg}")
+        self._say(f"{now:.3f} %CRYPTO-5-SESSION_STATUS: IPsec SAs up: {neg}")
         return neg
 
     # -- temporary entries ------------------------------------------------------------------

@@ -345,3 +345,15 @@ def test_one_batch_from_both_peers_goes_to_the_peer_of_its_last_packet(last: str
     assert res.verdict.tolist() == [PROTECT, PROTECT, PROTECT]
     assert sum("heard from" in line for line in net.log) - before <= 1
     assert _n_sends_to(n) == (M_ADDR if last == "m1" else OTHER)
+
+
+def test_network_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipsecfast.ike as ike
+
+    monkeypatch.setattr(ike, "LOG_LINES", 5)
+    net = ike.Network()
+    for k in range(23):
+        net._say(f"line {k}")
+    assert 5 <= len(net.log) <= 10
+    assert net.log[-1] == "line 22"
+    assert net.log == [f"line {k}" for k in range(23 - len(net.log), 23)]
