@@ -360,11 +360,13 @@ def run_pcap(
     verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
     n = n_ip = bytes_in = 0
+    opened = False
     try:
         with _open_output(target) as fh, tqdm(
             total=int(buf.size), unit="B", unit_scale=True, file=sys.stderr,
             disable=not progress, delay=0.5, leave=False, desc=direction,
         ) as bar:
+            opened = True
             writer = _Writer(fh, threaded=threaded)
             reader = _Reader(chunks, threaded=threaded)
             try:
@@ -387,9 +389,11 @@ def run_pcap(
                 writer.close()
     except BaseException:
         # no half-written capture is left behind (Ctrl-C included); through a symlink,
-        # the file it points to (which the run was writing), not the link
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.realpath(target))
+        # the file it points to (which the run was writing), not the link. Only a file
+        # this run opened: one it could not open is not touched.
+        if opened:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.realpath(target))
         raise
     n_out, bytes_out = writer.packets, writer.nbytes
     seconds = time.perf_counter() - start

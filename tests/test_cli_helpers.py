@@ -128,3 +128,27 @@ def test_a_failed_run_through_a_symlink_removes_the_file_not_the_link(tmp_path, 
     assert main(["encrypt", "--config", str(cfg), "--quiet", "--chunk-packets", "4",
                  str(src), str(link)]) == 2
     assert link.is_symlink() and not real.exists()  # the half-written file is gone
+
+
+def test_an_output_that_cannot_be_opened_is_left_alone(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    # a Unix socket file: opening it for writing fails (ENXIO) even for root, while
+    # removing it would succeed; the run must not remove what it could not open
+    sock_path = tmp_path / "out.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(sock_path))
+    try:
+        cfg = tmp_path / "a.cfg"
+        cfg.write_text(gcm_manual_config(1).replace("esp-gcm", "esp-null esp-sha-hmac")
+                       .replace(" cipher ", " authenticator "))
+        src = tmp_path / "in.pcap"
+        pcap.write(src, PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")]))
+        for target in (sock_path, tmp_path / "link"):
+            if target.name == "link":
+                target.symlink_to(sock_path)
+            assert main(["encrypt", "--config", str(cfg), "--quiet", str(src),
+                         str(target)]) == 2
+            assert sock_path.is_socket()
+    finally:
+        sock.close()
