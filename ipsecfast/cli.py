@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -240,6 +241,7 @@ class _Writer:
         self._threaded = threaded
         self._queue: queue.Queue[tuple[Capture, Any, Any] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         self._first = True
         self.packets = self.nbytes = self.snaplen = 0
         self._thread = threading.Thread(target=self._run, name="ipsecfast-writer", daemon=True)
@@ -266,12 +268,29 @@ class _Writer:
             self._fh.seek(16)
             self._fh.write(self.snaplen.to_bytes(4, "little"))
 
+    def abort(self) -> None:
+        """After a failure (Ctrl-C included): drop the chunks still waiting, let the one
+        being written finish, and stop the thread; nothing is raised. Idempotent."""
+        import queue
+
+        self._stop.set()
+        if self._threaded:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+            self._thread.join()
+
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is None:
                 return
-            if self._error is None:
+            if self._error is None and not self._stop.is_set():
                 try:
                     self._write(*item)
                 except BaseException as err:  # handed to the main thread by put / close
@@ -296,8 +315,6 @@ def _open_output(target: str) -> IO[bytes]:
     (its ``auto_da_alloc`` rule; 0.1 - 0.15 s for a 390 MB capture; even opening a file
     just created, with ``O_TRUNC``, sets it off); a new file is not flushed. A symlink or
     a hard link is written through, as before."""
-    import stat
-
     mode = None
     try:
         st = os.lstat(target)
@@ -360,40 +377,48 @@ def run_pcap(
     verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
     n = n_ip = bytes_in = 0
-    opened = False
+    made: os.stat_result | None = None  # the output file, once this run has opened it
     try:
         with _open_output(target) as fh, tqdm(
             total=int(buf.size), unit="B", unit_scale=True, file=sys.stderr,
             disable=not progress, delay=0.5, leave=False, desc=direction,
         ) as bar:
-            opened = True
+            made = os.fstat(fh.fileno())
             writer = _Writer(fh, threaded=threaded)
-            reader = _Reader(chunks, threaded=threaded)
-            try:
-                for sub in itertools.chain((first,), reader):
-                    res = process(ifname, sub.ip_packets())
-                    verdict = np.asarray(res.verdict)
-                    n += len(sub)
-                    n_ip += verdict.size
-                    bytes_in += sub.frames.nbytes
-                    verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
-                    dropped = verdict == Verdict.DROP
-                    if dropped.any():
-                        reasons += np.bincount(np.asarray(res.reason)[dropped], minlength=256)
-                    bypass = verdict == Verdict.BYPASS
-                    _passthrough(sub, bypass)
-                    writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
-                    bar.update(sub.frames.nbytes + 16 * len(sub))
-            finally:
-                reader.close()
+            try:  # (the writer is stopped before the file is closed, whatever happens)
+                reader = _Reader(chunks, threaded=threaded)
+                try:
+                    for sub in itertools.chain((first,), reader):
+                        res = process(ifname, sub.ip_packets())
+                        verdict = np.asarray(res.verdict)
+                        n += len(sub)
+                        n_ip += verdict.size
+                        bytes_in += sub.frames.nbytes
+                        verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
+                        dropped = verdict == Verdict.DROP
+                        if dropped.any():
+                            reasons += np.bincount(np.asarray(res.reason)[dropped],
+                                                   minlength=256)
+                        bypass = verdict == Verdict.BYPASS
+                        _passthrough(sub, bypass)
+                        writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
+                        bar.update(sub.frames.nbytes + 16 * len(sub))
+                finally:
+                    reader.close()
                 writer.close()
+            except BaseException:
+                writer.abort()
+                raise
     except BaseException:
-        # no half-written capture is left behind (Ctrl-C included); through a symlink,
-        # the file it points to (which the run was writing), not the link. Only a file
-        # this run opened: one it could not open is not touched.
-        if opened:
+        # no half-written capture is left behind (Ctrl-C included): the regular file this
+        # run opened and wrote, still at its path (through a symlink, the file it points
+        # to); nothing it could not open, and never a device or other special file
+        if made is not None and stat.S_ISREG(made.st_mode):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.realpath(target))
+                real = os.path.realpath(target)
+                now = os.lstat(real)
+                if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+                    os.unlink(real)
         raise
     n_out, bytes_out = writer.packets, writer.nbytes
     seconds = time.perf_counter() - start

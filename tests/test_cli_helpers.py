@@ -152,3 +152,75 @@ def test_an_output_that_cannot_be_opened_is_left_alone(tmp_path, capsys) -> None
             assert sock_path.is_socket()
     finally:
         sock.close()
+
+
+def _cut_capture(tmp_path, n: int = 20):  # type: ignore[no-untyped-def]
+    """A capture of ``n`` packets whose last record is cut short, and a config for it."""
+    cfg = tmp_path / "a.cfg"
+    cfg.write_text(gcm_manual_config(1).replace("esp-gcm", "esp-null esp-sha-hmac").replace(
+        " cipher ", " authenticator "))
+    good = tmp_path / "good.pcap"
+    pcap.write(good, PacketBatch.from_list([udp("10.1.0.1", "10.2.0.1")] * n))
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(good.read_bytes()[:-5])
+    return cfg, cut
+
+
+def test_a_failed_run_leaves_a_special_output_file_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    cfg, cut = _cut_capture(tmp_path)
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    rd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so opening to write works
+    try:
+        link = tmp_path / "link"
+        link.symlink_to(fifo)
+        for target in (fifo, link):
+            # chunk 1 is fine (the output is opened and written), a later one is corrupt
+            assert main(["encrypt", "--config", str(cfg), "--quiet", "--chunk-packets", "1",
+                         str(cut), str(target)]) == 2
+            assert fifo.is_fifo()  # not removed: the run removes only a regular file
+    finally:
+        os.close(rd)
+
+
+def test_an_interrupted_run_stops_its_threads_and_drops_queued_chunks(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    import ipsecfast.cli as cli
+    from ipsecfast.config import parse_config
+    from ipsecfast.router import Router
+
+    cfg, _ = _cut_capture(tmp_path)
+    src = tmp_path / "good.pcap"
+    written: list[int] = []
+    real_write = cli._Writer._write
+
+    def slow_write(self, *args):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        written.append(1)
+        return real_write(self, *args)
+
+    monkeypatch.setattr(cli._Writer, "_write", slow_write)
+    router = Router(parse_config(cfg.read_text()))
+    calls = [0]
+    real_outbound = router.outbound
+
+    def outbound(ifname, batch):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real_outbound(ifname, batch)
+
+    router.outbound = outbound  # type: ignore[method-assign]
+    out = tmp_path / "out.pcap"
+    with pytest.raises(KeyboardInterrupt):
+        cli.run_pcap(router, "GigabitEthernet0/0", "encrypt", str(src), str(out),
+                     chunk_packets=1, progress=False)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("ipsecfast-")
+             and not t.name.startswith("ipsecfast-crypto") and t.is_alive()]
+    assert alive == []
+    assert not out.exists()
+    assert len(written) < 4  # the chunks still queued were dropped, not written
