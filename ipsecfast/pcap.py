@@ -353,10 +353,10 @@ def map_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
         return np.frombuffer(fh.read(), dtype=np.uint8)
 
 
-def iter_chunks(source: str | os.PathLike[str] | npt.NDArray[np.uint8],
-                chunk_packets: int = 1 << 16) -> Iterator[Capture]:
+def iter_chunks(source: str | os.PathLike[str] | bytes | bytearray | memoryview
+                | npt.NDArray[np.uint8], chunk_packets: int = 1 << 16) -> Iterator[Capture]:
     """The capture ``source`` (a path, memory-mapped with :func:`map_file`, or the file's
-    bytes as a ``uint8`` array) as consecutive captures of at most ``chunk_packets``
+    bytes, as ``bytes`` or a ``uint8`` array) as consecutive captures of at most ``chunk_packets``
     frames, each a zero-copy view of just the bytes its frames span. A classic pcap file
     is scanned a chunk at a time (a chunk is ready after scanning its own records, and
     a PcapError for a corrupt record comes when its chunk is reached); a pcapng file is
@@ -364,7 +364,16 @@ def iter_chunks(source: str | os.PathLike[str] | npt.NDArray[np.uint8],
     chunk's part of the file's. A capture without packets gives one empty chunk."""
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
-    buf = map_file(source) if isinstance(source, (str, os.PathLike)) else source
+    if isinstance(source, (str, os.PathLike)):
+        buf = map_file(source)
+    elif isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim != 1:
+            raise TypeError("a capture array must be 1-D uint8")
+        buf = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        buf = np.frombuffer(source, dtype=np.uint8)
+    else:
+        raise TypeError("source must be a path, bytes or a uint8 array")
     kind = _kind(buf)
     if kind is None:
         whole = _read_pcapng(buf)

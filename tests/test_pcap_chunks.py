@@ -138,3 +138,14 @@ def test_encrypt_of_a_capture_corrupt_in_a_later_chunk_fails_and_leaves_no_outpu
     assert main(["encrypt", "--config", str(cfg), "--quiet", "--chunk-packets", "8",
                  str(src), str(dst)]) == 0
     assert len(pcap.read(dst)) == 50
+
+
+def test_iter_chunks_takes_bytes_and_rejects_other_sources() -> None:
+    fr = frames(7)
+    data, _ = classic(fr)
+    assert flatten(list(pcap.iter_chunks(data, 3)))[0] == fr
+    assert flatten(list(pcap.iter_chunks(bytearray(data), 3)))[0] == fr
+    with pytest.raises(TypeError):
+        list(pcap.iter_chunks(12345, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        list(pcap.iter_chunks(np.zeros(30, dtype=np.int64), 3))
