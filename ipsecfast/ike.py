@@ -86,7 +86,14 @@ _PROTO_ID = {"ah": PROTO_IPSEC_AH, "esp": PROTO_IPSEC_ESP}
 
 MIN_SPI = 256  # IOS: SPIs 0-255 are reserved
 NONCE_BYTES = 16
-LOG_LINES = 10_000  # Network.log keeps at least the last LOG_LINES events, at most twice as many
+# Network.log, .negotiations and .failures keep at least their last LOG_LINES entries, at
+# most twice as many (trimmed in halves: amortised O(1) per entry)
+LOG_LINES = 10_000
+
+
+def _bounded(history: list[Any]) -> None:
+    if len(history) > 2 * LOG_LINES:
+        del history[:-LOG_LINES]
 
 # ---------------------------------------------------------------------------------------
 # Diffie-Hellman groups
@@ -668,8 +675,7 @@ class Network:
 
     def _say(self, line: str) -> None:
         self.log.append(line)
-        if len(self.log) > 2 * LOG_LINES:  # (trimmed in halves: amortised O(1) per line)
-            del self.log[:-LOG_LINES]
+        _bounded(self.log)
 
     # -- events from the routers ------------------------------------------------------------
     def _heard(self, router: Router, pairs: Sequence[SaPair]) -> None:
@@ -766,6 +772,7 @@ class Network:
               ) -> None:
         f = Failure(now, src, dst, phase, reason, entry)
         self.failures.append(f)
+        _bounded(self.failures)
         self._say(f"{now:.3f} %CRYPTO-4-IKE: negotiation failed: {f}")
 
     def _responder_interface(self, responder: Router, address: str) -> str:
@@ -1016,6 +1023,7 @@ class Network:
             _flow_text(prop.ace), offer.pfs, secs, kb, pair_i, pair_r, rekey,
             sa1, (ni, nr), pfs_pair, spis)
         self.negotiations.append(neg)
+        _bounded(self.negotiations)
         self._say(f"{now:.3f} %CRYPTO-5-SESSION_STATUS: IPsec SAs up: {neg}")
         return neg
 

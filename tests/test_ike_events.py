@@ -357,3 +357,16 @@ def test_network_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 5 <= len(net.log) <= 10
     assert net.log[-1] == "line 22"
     assert net.log == [f"line {k}" for k in range(23 - len(net.log), 23)]
+
+
+def test_network_failures_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipsecfast.ike as ike
+
+    monkeypatch.setattr(ike, "LOG_LINES", 4)
+    net = ike.Network()
+    for k in range(30):
+        net._fail(float(k), "192.0.2.1", "192.0.2.2", 1, f"reason {k}", "M 10")
+    assert 4 <= len(net.failures) <= 8 and 4 <= len(net.log) <= 8
+    assert net.failures[-1].reason == "reason 29"
+    assert [f.reason for f in net.failures] == [
+        f"reason {k}" for k in range(30 - len(net.failures), 30)]
