@@ -161,6 +161,19 @@ def _passthrough(sub: Capture, bypass: Any) -> None:
     sub.is_ipv4 = mask
 
 
+def _stop_thread(stop: Any, waiting: Any, thread: Any) -> None:
+    """Tell a pipeline thread to stop (its loops poll ``stop``), empty its queue so that
+    a blocked ``put`` returns, and wait for it (``thread`` None: none was started)."""
+    import queue
+
+    stop.set()
+    if thread is not None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                waiting.get_nowait()
+        thread.join()
+
+
 class _Reader:
     """Scans the input capture a chunk ahead on a second thread while the router works on
     the current chunk (the compiled record scan and link-layer parse release the GIL). At
@@ -218,14 +231,7 @@ class _Reader:
 
     def close(self) -> None:
         """Stop the scan (after an error or Ctrl-C on the main thread) and wait for it."""
-        import queue
-
-        self._stop.set()
-        if self._threaded:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-            self._thread.join()
+        _stop_thread(self._stop, self._queue, self._thread if self._threaded else None)
 
 
 class _Writer:
@@ -271,14 +277,7 @@ class _Writer:
     def abort(self) -> None:
         """After a failure (Ctrl-C included): drop the chunks still waiting, let the one
         being written finish, and stop the thread; nothing is raised. Idempotent."""
-        import queue
-
-        self._stop.set()
-        if self._threaded:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-            self._thread.join()
+        _stop_thread(self._stop, self._queue, self._thread if self._threaded else None)
 
     def _run(self) -> None:
         import queue
