@@ -12,13 +12,17 @@ import pytest
 
 pytest.importorskip("scapy")
 from test_ike_kit import (  # noqa: E402
+    BYPASS,
+    DROP,
     HOST_A,
     HOST_B,
     IF,
     M_ADDR,
     N_ADDR,
-    SUBNET_X,
+    PROTECT,
     SUBNET_Y,
+    X_TO_Y,
+    Y_TO_X,
     Clock,
     batch,
     config,
@@ -31,11 +35,8 @@ from test_ike_kit import (  # noqa: E402
 
 from ipsecfast import Status, parse_config  # noqa: E402
 from ipsecfast.ike import Network  # noqa: E402
-from ipsecfast.router import Router, Verdict  # noqa: E402
+from ipsecfast.router import Router  # noqa: E402
 
-PROTECT, DROP, BYPASS = int(Verdict.PROTECT), int(Verdict.DROP), int(Verdict.BYPASS)
-X_TO_Y = f"permit ip {SUBNET_X} {SUBNET_Y}"
-Y_TO_X = f"permit ip {SUBNET_Y} {SUBNET_X}"
 A_TO_B = f"permit ip host {HOST_A} host {HOST_B}"
 B_TO_A = f"permit ip host {HOST_B} host {HOST_A}"
 

@@ -23,8 +23,8 @@ from test_ike_kit import (  # noqa: E402
     IF,
     M_ADDR,
     N_ADDR,
-    SUBNET_X,
-    SUBNET_Y,
+    X_TO_Y,
+    Y_TO_X,
     batch,
     config,
     icmp,
@@ -42,9 +42,6 @@ from ipsecfast.ike import (  # noqa: E402
     keymat,
 )
 from ipsecfast.pcap import LINKTYPE_RAW  # noqa: E402
-
-X_TO_Y = f"permit ip {SUBNET_X} {SUBNET_Y}"
-Y_TO_X = f"permit ip {SUBNET_Y} {SUBNET_X}"
 
 
 def _pi_bits(bits: int) -> int:

@@ -15,13 +15,18 @@ import pytest
 
 pytest.importorskip("scapy")
 from test_ike_kit import (  # noqa: E402
+    BYPASS,
+    DROP,
     HOST_A,
     HOST_B,
     IF,
     M_ADDR,
     N_ADDR,
+    PROTECT,
     SUBNET_X,
     SUBNET_Y,
+    X_TO_Y,
+    Y_TO_X,
     Clock,
     batch,
     config,
@@ -32,12 +37,9 @@ from test_ike_kit import (  # noqa: E402
 
 from ipsecfast import PacketBatch, Status, parse_config  # noqa: E402
 from ipsecfast.ike import Network  # noqa: E402
-from ipsecfast.router import Router, Verdict  # noqa: E402
+from ipsecfast.router import Router  # noqa: E402
 from ipsecfast.sad import SaPair  # noqa: E402
 
-PROTECT, DROP, BYPASS = int(Verdict.PROTECT), int(Verdict.DROP), int(Verdict.BYPASS)
-X_TO_Y = f"permit ip {SUBNET_X} {SUBNET_Y}"
-Y_TO_X = f"permit ip {SUBNET_Y} {SUBNET_X}"
 OTHER = "192.0.2.3"  # a second gateway for subnet X
 
 

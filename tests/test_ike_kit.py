@@ -13,12 +13,15 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from ipsecfast import PacketBatch
 from ipsecfast.config import parse_config
 from ipsecfast.ike import Network
-from ipsecfast.router import Router
+from ipsecfast.router import Router, Verdict
 
 M_ADDR, N_ADDR = "192.0.2.1", "192.0.2.2"
 IF = "GigabitEthernet0/0"
 SUBNET_X = "10.0.1.0 0.0.0.255"
 SUBNET_Y = "10.0.2.0 0.0.0.255"
+X_TO_Y = f"permit ip {SUBNET_X} {SUBNET_Y}"
+Y_TO_X = f"permit ip {SUBNET_Y} {SUBNET_X}"
+PROTECT, DROP, BYPASS = int(Verdict.PROTECT), int(Verdict.DROP), int(Verdict.BYPASS)
 HOST_A, HOST_B = "10.0.1.1", "10.0.2.2"
 
 POLICY = """crypto isakmp policy 10
