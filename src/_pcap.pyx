@@ -21,6 +21,14 @@ import numpy as np
 
 from ipsecfast.exceptions import PcapError
 
+cdef extern from *:
+    void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+
+# Bytes ahead of the record being read that the scans ask the CPU to fetch: each record
+# header says where the next one starts, so without it every record is a full memory
+# round trip (~120 ns) before the next can be read.
+DEF PREFETCH_AHEAD = 2048
+
 # -- status codes of the scans (0 = ok); the messages are built in _raise() -------------
 cdef enum:
     E_OK = 0
@@ -161,7 +169,7 @@ cdef int scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac
     """The packet records from byte ``start`` (after the 24-byte file header) into ``r``,
     at most ``limit`` of them (-1: to the end); ``*stop``: where the next record starts.
     -1 with ``err`` set."""
-    cdef int64_t pos = start, n = 0, incl
+    cdef int64_t pos = start, n = 0, incl, ahead = start
     cdef uint32_t sec, frac
     while pos < size and (limit < 0 or n < limit):
         # §5: 16-byte record header: ts seconds, ts (micro|nano)seconds, incl_len, orig_len
@@ -170,6 +178,9 @@ cdef int scan_classic_c(const uint8_t* buf, int64_t size, bint big, int64_t frac
             err.offset = pos
             err.value = size - pos
             return -1
+        while ahead < pos + PREFETCH_AHEAD and ahead < size:
+            prefetch(buf + ahead)
+            ahead += 64
         incl = rd32(buf + pos + 8, big)
         if incl > MAX_SNAPLEN:
             err.code = E_REC_CAPLEN
@@ -688,6 +699,9 @@ def parse_links(const uint8_t[::1] buf, const int64_t[::1] offsets,
     base = &buf[0] if buf.shape[0] else NULL
     with nogil:
         for i in range(n):
+            if i + 8 < n and lengths[i + 8]:  # (a frame 8 ahead: see PREFETCH_AHEAD)
+                prefetch(base + offsets[i + 8])
+                prefetch(base + offsets[i + 8] + min(lengths[i + 8], 48) - 1)
             if lengths[i] == 0:
                 l3 = l3_offset(linktype, base, 0, &v4)
             else:
