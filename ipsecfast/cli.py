@@ -12,7 +12,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from .exceptions import ConfigError, IpsecError
 
@@ -79,7 +79,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 # -- encrypt / decrypt / keys --------------------------------------------------------------
 
 CHUNK_PACKETS = 1 << 16  # frames per router call: bounds the router's working memory
-_PCAP_HEADER = 24  # classic pcap file header (draft-ietf-opsawg-pcap §4)
 _KEYS_NOTE = ("The keys file is the one place ipsecfast writes keys out: it is created "
               "with mode 0600; keep it as secret as the configuration.")
 
@@ -134,21 +133,6 @@ def _pick_interface(config: Config, router: Router, wanted: str | None) -> str:
                          "encrypt or decrypt (apply one with `crypto map NAME` under an interface)")
     raise ValueError(f"{len(candidates)} interfaces have a crypto map ({', '.join(candidates)}): "
                      "choose one with --interface")
-
-
-class _SkipHeader:
-    """A binary file that drops the first 24 bytes written to it: the pcap file header
-    ``pcap.write`` puts before every chunk after the first."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self._skip = _PCAP_HEADER
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        cut = min(self._skip, len(view))
-        self._skip -= cut
-        return cut + self._fh.write(view[cut:])
 
 
 def _passthrough(sub: Capture, bypass: Any) -> None:
@@ -296,15 +280,14 @@ class _Writer:
                     self._error = err
 
     def _write(self, sub: Capture, packets: Any, keep: Any) -> None:
-        from . import pcap
-
-        out = sub.replace_ip_packets(packets, keep)
-        pcap.write(self._fh if self._first else cast("IO[bytes]", _SkipHeader(self._fh)), out)
+        # (the records straight from the chunk and the router's packets: no rebuilt
+        # capture in between; the file header before the first chunk only)
+        frames, nbytes, longest = sub.write_replaced(self._fh, packets, keep,
+                                                     file_header=self._first)
         self._first = False
-        self.packets += len(out)
-        self.nbytes += out.frames.nbytes
-        if len(out):
-            self.snaplen = max(self.snaplen, int(out.frames.lengths.max()))
+        self.packets += frames
+        self.nbytes += nbytes
+        self.snaplen = max(self.snaplen, longest)
 
 
 def _open_output(target: str) -> IO[bytes]:

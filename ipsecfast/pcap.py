@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -205,6 +205,71 @@ class Capture:
         rebuilt frame is its new (padded) length. The new frames are gathered into one
         buffer by a compiled loop.
         """
+        plan = self._rebuild_plan(packets, keep)
+        # The compiled rebuild writes header + packet only, so the bytes after a short
+        # frame's data stay as allocated: zeroed when there is padding. np.zeros costs
+        # about what np.empty does (fresh pages come zeroed from the OS and are touched
+        # by the rebuild anyway), far less than scattering zeros per padded byte.
+        out_len = plan.out_len
+        out_off = np.zeros(out_len.size, dtype=_I64)
+        if out_len.size > 1:
+            np.cumsum(out_len[:-1], out=out_off[1:])
+        size = int(out_len.sum())
+        out = np.zeros(size, dtype=np.uint8) if plan.pad else np.empty(size, dtype=np.uint8)
+        _pcap.rebuild(
+            self.frames.buffer, plan.src_off, plan.src_len, plan.hdr_len, plan.pkt_index,
+            packets.buffer, packets.offsets, packets.lengths,
+            out, out_off, self.linktype,
+        )
+        return Capture(
+            PacketBatch(out, out_off, out_len),
+            self.linktype,
+            self.timestamps[plan.sel],
+            plan.orig,
+            nanosecond=self.nanosecond,
+        )
+
+    def write_replaced(
+        self, fh: IO[bytes], packets: PacketBatch, keep: npt.ArrayLike | None = None,
+        *, file_header: bool = True,
+    ) -> tuple[int, int, int]:
+        """Write ``replace_ip_packets(packets, keep)`` to the binary file ``fh`` as
+        :func:`write` would (the 24-byte file header only if ``file_header``: a later
+        chunk of the same file), without building that capture: each record is formatted
+        straight from the old frames and the new packets by one compiled pass, one copy
+        of the bytes fewer. Returns (frames written, their bytes, the longest frame) so
+        that a caller writing chunks can fix the header's SnapLen at the end."""
+        plan = self._rebuild_plan(packets, keep)
+        n = plan.sel.size
+        ts = np.ascontiguousarray(self.timestamps[plan.sel], dtype=_I64)
+        orig = np.maximum(plan.orig, plan.out_len)
+        longest = int(plan.out_len.max()) if n else 0
+        if n and (int(ts.min()) < 0 or int(ts.max()) >= _MAX_TS_NS):
+            raise ValueError("timestamps must lie in [0, 2**32) seconds for classic pcap")
+        if longest > _MAX_SNAPLEN:
+            raise ValueError(f"a frame is longer than {_MAX_SNAPLEN} bytes, more than pcap readers accept")
+        if file_header:
+            fh.write(_file_header(self.nanosecond, max(65535, longest), self.linktype))
+        if n == 0:
+            return 0, 0, 0
+        ends = np.cumsum(plan.out_len + 16)
+        bounds = _chunk_bounds(ends)
+        buf = np.empty(min(int(ends[-1]), 2 * _CHUNK), dtype=np.uint8)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            size = int(ends[b - 1] - (ends[a - 1] if a else 0))
+            if size > buf.size:
+                buf = np.empty(size, dtype=np.uint8)
+            done = _pcap.write_rebuilt(
+                self.frames.buffer, plan.src_off[a:b], plan.src_len[a:b], plan.hdr_len[a:b],
+                plan.pkt_index[a:b], packets.buffer, packets.offsets, packets.lengths,
+                plan.out_len[a:b], orig[a:b], ts[a:b], self.nanosecond, self.linktype,
+                buf[:size],
+            )
+            fh.write(buf[:done].data)
+        return n, int(plan.out_len.sum()), longest
+
+    def _rebuild_plan(self, packets: PacketBatch, keep: npt.ArrayLike | None) -> _Plan:
+        """Which frames ``replace_ip_packets`` keeps and how each is rebuilt."""
         if not isinstance(packets, PacketBatch):
             raise TypeError("packets must be a PacketBatch")
         v4 = self.is_ipv4
@@ -238,29 +303,22 @@ class Capture:
             and int(new_len.min()) < _ETH_MIN_FRAME
         )
         out_len[rebuilt] = np.maximum(new_len, _ETH_MIN_FRAME) if pad else new_len
-        out_off = np.zeros(sel.size, dtype=_I64)
-        if sel.size > 1:
-            np.cumsum(out_len[:-1], out=out_off[1:])
-        # The compiled rebuild writes header + packet only, so the bytes after a short
-        # frame's data stay as allocated: zeroed when there is padding. np.zeros costs
-        # about what np.empty does (fresh pages come zeroed from the OS and are touched
-        # by the rebuild anyway), far less than scattering zeros per padded byte.
-        size = int(out_len.sum())
-        out = np.zeros(size, dtype=np.uint8) if pad else np.empty(size, dtype=np.uint8)
-        _pcap.rebuild(
-            self.frames.buffer, src_off, src_len, hdr_len, pkt_index,
-            packets.buffer, packets.offsets, packets.lengths,
-            out, out_off, self.linktype,
-        )
         orig = self.orig_lengths[sel].copy()
         orig[rebuilt] = out_len[rebuilt]
-        return Capture(
-            PacketBatch(out, out_off, out_len),
-            self.linktype,
-            self.timestamps[sel],
-            orig,
-            nanosecond=self.nanosecond,
-        )
+        return _Plan(sel, pkt_index, src_off, src_len, hdr_len, out_len, orig, pad)
+
+
+class _Plan(NamedTuple):
+    """How ``Capture.replace_ip_packets`` builds its frames (arrays per output frame)."""
+
+    sel: npt.NDArray[np.int64]  # the kept frames
+    pkt_index: npt.NDArray[np.int64]  # the new packet of each, -1: copied whole
+    src_off: npt.NDArray[np.int64]
+    src_len: npt.NDArray[np.int64]
+    hdr_len: npt.NDArray[np.int64]  # link header bytes kept before the new packet
+    out_len: npt.NDArray[np.int64]  # the new frame's length, padding included
+    orig: npt.NDArray[np.int64]  # its wire length
+    pad: bool  # some frame is padded to the Ethernet minimum
 
 
 def _aligned(values: npt.ArrayLike | None, n: int, name: str, default: int | None) -> Any:
@@ -433,16 +491,7 @@ def write(
     if n and int(frames.lengths.max()) > _MAX_SNAPLEN:
         raise ValueError(f"a frame is longer than {_MAX_SNAPLEN} bytes, more than pcap readers accept")
     snaplen = max(65535, int(frames.lengths.max()) if n else 0)
-    magic = _MAGIC_NS_LE if nano else _MAGIC_US_LE
-    # §4 File Header: magic, version 2.4, two reserved words, SnapLen, LinkType
-    header = (
-        magic.to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (4).to_bytes(2, "little")
-        + bytes(8)
-        + snaplen.to_bytes(4, "little")
-        + lt.to_bytes(4, "little")
-    )
+    header = _file_header(nano, snaplen, lt)
     orig = np.ascontiguousarray(orig, dtype=_I64)
     ts = np.ascontiguousarray(ts, dtype=_I64)
     if isinstance(target, (str, os.PathLike)):
@@ -457,6 +506,27 @@ def write(
 _CHUNK = 1 << 24  # bytes of records formatted per compiled call, into one reused buffer
 
 
+def _file_header(nano: bool, snaplen: int, linktype: int) -> bytes:
+    """§4 File Header: magic, version 2.4, two reserved words, SnapLen, LinkType."""
+    magic = _MAGIC_NS_LE if nano else _MAGIC_US_LE
+    return (
+        magic.to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (4).to_bytes(2, "little")
+        + bytes(8)
+        + snaplen.to_bytes(4, "little")
+        + linktype.to_bytes(4, "little")
+    )
+
+
+def _chunk_bounds(ends: npt.NDArray[np.int64]) -> list[int]:
+    """Record indices cutting records whose cumulative byte ends are ``ends`` into runs
+    of about ``_CHUNK`` bytes (a record larger than that is a run alone)."""
+    n = ends.size
+    cuts = np.unique(np.searchsorted(ends, np.arange(_CHUNK, int(ends[-1]), _CHUNK), "right"))
+    return [0, *(int(c) for c in cuts if 0 < c < n), n]
+
+
 def _write_chunks(
     fh: IO[bytes],
     frames: PacketBatch,
@@ -468,9 +538,7 @@ def _write_chunks(
     if n == 0:
         return
     ends = np.cumsum(frames.lengths + 16)
-    # chunk boundaries every ~16 MB of output (a record larger than that is a chunk alone)
-    cuts = np.unique(np.searchsorted(ends, np.arange(_CHUNK, int(ends[-1]), _CHUNK), "right"))
-    bounds = [0, *(int(c) for c in cuts if 0 < c < n), n]
+    bounds = _chunk_bounds(ends)
     starts = np.concatenate(([0], ends[:-1]))
     buf = np.empty(min(int(ends[-1]), 2 * _CHUNK), dtype=np.uint8)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):

@@ -798,6 +798,76 @@ def write_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
             pos += 16 + lengths[i]
 
 
+def write_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
+                  const int64_t[::1] src_len, const int64_t[::1] hdr_len,
+                  const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
+                  const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
+                  const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
+                  const int64_t[::1] timestamps, bint nano, int linktype, uint8_t[::1] out):
+    """``rebuild`` and ``write_records`` in one pass: record k (§5, little-endian) is its
+    16-byte header (``timestamps[k]``, ``out_len[k]``, ``orig_lengths[k]``), then a copy
+    of source frame k (``pkt_index[k] < 0``) or its first ``hdr_len[k]`` bytes followed by
+    new packet ``pkt_index[k]`` and zero bytes up to ``out_len[k]`` (padding), records
+    back to back from ``out[0]``; returns the bytes written. Every span read and written
+    is checked first (ValueError); timestamps were range-checked by the caller."""
+    cdef int64_t n = src_off.shape[0], k, j, h, pos = 0, ts, body
+    cdef int64_t ssize = src.shape[0], psize = pkt_buf.shape[0], npk = pkt_off.shape[0]
+    cdef int64_t div = 1 if nano else 1000
+    cdef const uint8_t* sbase = &src[0] if ssize else NULL
+    cdef const uint8_t* pbase = &pkt_buf[0] if psize else NULL
+    cdef uint8_t* o
+    if (src_len.shape[0] != n or hdr_len.shape[0] != n or pkt_index.shape[0] != n
+            or out_len.shape[0] != n or orig_lengths.shape[0] != n
+            or timestamps.shape[0] != n or pkt_len.shape[0] != npk):
+        raise ValueError("array lengths disagree")
+    for k in range(n):
+        # (offset > size - length, not offset + length > size: no overflow)
+        j = pkt_index[k]
+        if j < 0:
+            body = src_len[k]
+            if (src_off[k] < 0 or body < 0 or src_off[k] > ssize - body
+                    or out_len[k] != body):
+                raise ValueError(f"frame {k} is outside its buffer")
+        else:
+            h = hdr_len[k]
+            if (j >= npk or h < 0 or h > src_len[k] or src_off[k] < 0
+                    or src_off[k] > ssize - h or pkt_off[j] < 0 or pkt_len[j] < 0
+                    or pkt_off[j] > psize - pkt_len[j] or out_len[k] < h + pkt_len[j]):
+                raise ValueError(f"frame {k} is outside its buffer")
+            body = out_len[k]
+        if body > 0xFFFFFFFF or body > out.shape[0] - 16 - pos:
+            raise ValueError("the output buffer is too small")
+        pos += 16 + body
+    if n == 0:
+        return 0
+    o = &out[0]
+    pos = 0
+    with nogil:
+        for k in range(n):
+            ts = timestamps[k]
+            wr32le(o + pos, <uint32_t>(ts // 1000000000))
+            wr32le(o + pos + 4, <uint32_t>((ts % 1000000000) // div))
+            wr32le(o + pos + 8, <uint32_t>out_len[k])
+            wr32le(o + pos + 12, <uint32_t>orig_lengths[k])
+            pos += 16
+            j = pkt_index[k]
+            if j < 0:
+                if src_len[k]:
+                    memcpy(o + pos, sbase + src_off[k], src_len[k])
+            else:
+                h = hdr_len[k]
+                if h:
+                    memcpy(o + pos, sbase + src_off[k], h)
+                if pkt_len[j]:
+                    memcpy(o + pos + h, pbase + pkt_off[j], pkt_len[j])
+                if out_len[k] > h + pkt_len[j]:
+                    memset(o + pos + h + pkt_len[j], 0, out_len[k] - h - pkt_len[j])
+                if linktype == 1:
+                    fix_8023_length(o + pos, h + pkt_len[j])
+            pos += out_len[k]
+    return pos
+
+
 def same_spans(const uint8_t[::1] a, const int64_t[::1] a_off, const int64_t[::1] a_len,
                const uint8_t[::1] b, const int64_t[::1] b_off, const int64_t[::1] b_len,
                uint8_t[::1] out):
