@@ -1531,6 +1531,101 @@ cdef class SaCore:
         return pos
 
 
+# --- inbound SA lookup by SPI ---------------------------------------------------------------
+# What spi_lookup says of a packet (RFC 4301 §4.1 / §5.2: an inbound IPsec packet is
+# mapped to its SA by destination, protocol and SPI).
+cdef enum:
+    K_OK = 0          # ESP / AH to the local address, SPI of a known SA (slot = its index)
+    K_OTHER = 1       # empty, or not IPv4
+    K_CLEAR = 2       # IPv4, but not ESP / AH addressed to the local address (or bad header)
+    K_FRAGMENT = 3    # an ESP / AH fragment (reassembly is not done here)
+    K_OPTIONS = 4     # ESP / AH with IPv4 options
+    K_TRUNCATED = 5   # too short to hold its SPI
+    K_UNKNOWN = 6     # no SA has that protocol and SPI
+
+SPI_OK = K_OK
+SPI_OTHER = K_OTHER
+SPI_CLEAR = K_CLEAR
+SPI_FRAGMENT = K_FRAGMENT
+SPI_OPTIONS = K_OPTIONS
+SPI_TRUNCATED = K_TRUNCATED
+SPI_UNKNOWN = K_UNKNOWN
+
+
+def spi_lookup(const uint8_t[::1] buf, const int64_t[::1] offsets, const int64_t[::1] lengths,
+               uint32_t local, const int64_t[::1] keys, uint8_t[::1] kinds,
+               int32_t[::1] slots):
+    """Map every packet to an inbound SA of the address ``local`` in one pass: ``kinds[i]``
+    one of the ``SPI_*`` codes, ``slots[i]`` the index in ``keys`` (sorted ``protocol << 32
+    | SPI`` of the SAs) of its SA where ``SPI_OK``, else -1. The outer header is read as
+    the policy layer reads it: valid when 20 <= IHL <= total length <= packet length;
+    the SPI must lie inside the packet (ESP: bytes 20-23, AH: 24-27). Every span and the
+    key order are checked first (ValueError)."""
+    cdef Py_ssize_t n = offsets.shape[0], i, nk = keys.shape[0], lo, hi, mid, ahead
+    cdef int64_t size = buf.shape[0], o, l, key
+    cdef const uint8_t *bp = &buf[0] if size > 0 else NULL
+    cdef const uint8_t *p
+    cdef const int64_t *kp = &keys[0] if nk > 0 else NULL
+    cdef int ihl, total, proto, fw
+    cdef uint8_t kind
+    if lengths.shape[0] != n or kinds.shape[0] != n or slots.shape[0] != n:
+        raise ValueError("array lengths disagree")
+    for i in range(1, nk):
+        if keys[i] <= keys[i - 1]:
+            raise ValueError("keys must be sorted ascending, without duplicates")
+    for i in range(n):
+        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > size - lengths[i]:
+            raise ValueError(f"packet {i} lies outside the buffer")
+    with nogil:
+        for i in range(n):
+            if i + 4 < n:  # (see AHEAD: each header is a new cache line)
+                ahead = i + 4
+                if lengths[ahead]:
+                    prefetch(bp + offsets[ahead])
+            slots[i] = -1
+            o = offsets[i]
+            l = lengths[i]
+            p = bp + o
+            if l == 0 or (p[0] >> 4) != 4:
+                kinds[i] = K_OTHER
+                continue
+            if l < 20:
+                kinds[i] = K_CLEAR
+                continue
+            ihl = (p[0] & 0x0F) * 4
+            total = be16(p + 2)
+            proto = p[9]
+            if (ihl < 20 or total < ihl or total > l or (proto != PROTO_ESP and proto != PROTO_AH)
+                    or be32(p + 16) != local):
+                kinds[i] = K_CLEAR
+                continue
+            fw = be16(p + 6)
+            if fw & 0x3FFF:
+                kind = K_FRAGMENT
+            elif ihl > 20:
+                kind = K_OPTIONS
+            elif proto == PROTO_ESP and l < 24:
+                kind = K_TRUNCATED
+            elif proto == PROTO_AH and l < 28:
+                kind = K_TRUNCATED
+            else:
+                key = (<int64_t>proto << 32) | (be32(p + 20) if proto == PROTO_ESP else be32(p + 24))
+                lo = 0
+                hi = nk
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if kp[mid] < key:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < nk and kp[lo] == key:
+                    kind = K_OK
+                    slots[i] = <int32_t>lo
+                else:
+                    kind = K_UNKNOWN
+            kinds[i] = kind
+
+
 # --- several SAs in one call ---------------------------------------------------------------
 def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
               const uint8_t[::1] buf, const int64_t[::1] offsets, const int64_t[::1] lengths,
