@@ -262,7 +262,7 @@ class Classifier:
                     arr["where"], group, ngroups, binth, spfac, budget,
                 )
             )
-        self._compiled = _classify.Compiled(forests[0], forests[1])
+        self._compiled = _classify.Compiled(forests[0], forests[1], len(self.acls))
         self._splits = tuple(splits)
         self.build_seconds = time.perf_counter() - t0
 
@@ -301,6 +301,30 @@ class Classifier:
             bool(scalar),
         )
         return Classification(lists, entries, status)
+
+    def match_lists(
+        self, batch: PacketBatch, lists: npt.ArrayLike, mirror: bool = False, *,
+        max_rows: int = 64,
+    ) -> Classification:
+        """Packet i against list ``lists[i]`` alone: ``entries[i]`` is the index of that
+        list's first entry matching the packet if it is a ``permit``, else -1 (a ``deny``,
+        no match, or an unreadable packet, with its ``status`` as ``lookup`` gives it);
+        -2 where the list compiles to more than ``max_rows`` rows (not scanned: the caller
+        decides another way). Unlike ``lookup``, a deny does not move on to the next list.
+
+        A linear scan of the list's rows per packet, in C: for short lists, such as the
+        access list of the crypto map entry an SA was made for (the inner-flow check)."""
+        if not isinstance(batch, PacketBatch):
+            raise TypeError("match_lists takes a PacketBatch")
+        n = len(batch)
+        want = np.ascontiguousarray(lists, dtype=np.int32)
+        if want.shape != (n,):
+            raise ValueError(f"lists must have one entry per packet ({n})")
+        entries = np.empty(n, dtype=np.int32)
+        status = np.empty(n, dtype=np.uint8)
+        self._compiled.match_lists(batch.buffer, batch.offsets, batch.lengths, want,
+                                   bool(mirror), int(max_rows), entries, status)
+        return Classification(want, entries, status)
 
     @overload
     def classify(

@@ -835,15 +835,54 @@ cdef inline void finish_block(const ForestView* vw, const ForestView* vf, const 
             entries[j] = r.entry_idx
 
 
+cdef inline bint row_matches(const Row* r, const Key* k) noexcept nogil:
+    """Whether the key matches the row: its five ranges, then its extra checks."""
+    cdef int d
+    for d in range(NDIM):
+        if k.f[d] < r.lo[d] or k.f[d] > r.hi[d]:
+            return False
+    if r.extra:
+        return extra_matches(r, k)
+    return True
+
+
+cdef void _list_starts(vector[Row]& rows, int nlists, vector[int32_t]& out):
+    """out[L] = the first row of list L (rows are sorted by list), out[nlists] = the end."""
+    cdef size_t r = 0
+    cdef int L
+    out.resize(nlists + 1)
+    for L in range(nlists + 1):
+        while r < rows.size() and rows[r].list_idx < L:
+            r += 1
+        out[L] = <int32_t>r
+
+
 cdef class Compiled:
     """Two forests (whole packets / non-initial fragments); lookups over batches."""
 
     cdef readonly Forest whole
     cdef readonly Forest frag
+    cdef vector[int32_t] wstart         # rows of list L: whole.rows[wstart[L]:wstart[L + 1]]
+    cdef vector[int32_t] fstart         # the same in frag.rows
+    cdef readonly int nlists
 
-    def __init__(self, Forest whole, Forest frag):
+    def __init__(self, Forest whole, Forest frag, int nlists=-1):
+        """``nlists``: how many lists the rows come from (default: the highest list
+        index of any row + 1); ``match_lists`` takes list indexes below it."""
+        cdef int top = -1
         self.whole = whole
         self.frag = frag
+        if whole.rows.size():
+            top = whole.rows.back().list_idx
+        if frag.rows.size() and frag.rows.back().list_idx > top:
+            top = frag.rows.back().list_idx
+        if nlists < top + 1:
+            if nlists >= 0:
+                raise ValueError("a row belongs to a list past nlists")
+            nlists = top + 1
+        self.nlists = nlists
+        _list_starts(whole.rows, nlists, self.wstart)
+        _list_starts(frag.rows, nlists, self.fstart)
 
     def classify_packets(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                          const int64_t[::1] lengths, bint mirror, int32_t[::1] lists,
@@ -924,6 +963,62 @@ cdef class Compiled:
                         mirror_key(k)
                 finish_block(&vw, &vf, keys, ok, m, rids, &lists[i], &entries[i], scalar)
                 i += m
+
+    def match_lists(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
+                    const int64_t[::1] lengths, const int32_t[::1] want, bint mirror,
+                    int max_rows, int32_t[::1] entries, uint8_t[::1] status):
+        """Per packet i, list ``want[i]`` alone (no deny-skip to other lists): the entry
+        index of its first row that matches if that row is a permit, else -1 (a deny, no
+        match, or an unreadable packet: ``status``); -2 where the list has more than
+        ``max_rows`` rows for the packet's class (not scanned: the caller decides). A
+        linear scan of the list's rows, for short lists such as crypto ACLs."""
+        cdef Py_ssize_t n = offsets.shape[0], i, ahead
+        cdef Py_ssize_t size = buf.shape[0]
+        cdef const uint8_t* base = &buf[0] if size > 0 else NULL
+        cdef Key k
+        cdef int32_t L, a, b, e
+        cdef const Row* rows
+        cdef const int32_t* start
+        cdef uint8_t st
+        if (lengths.shape[0] != n or want.shape[0] != n or entries.shape[0] != n
+                or status.shape[0] != n):
+            raise ValueError("array lengths differ")
+        for i in range(n):
+            if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > size - lengths[i]:
+                raise ValueError("a packet lies outside the buffer")
+            if want[i] < 0 or want[i] >= self.nlists:
+                raise ValueError(f"list {want[i]} is not one of the {self.nlists} lists")
+        with nogil:
+            for i in range(n):
+                if i + 4 < n:  # each packet's header is a new cache line
+                    ahead = i + 4
+                    if lengths[ahead]:
+                        prefetch(base + offsets[ahead])
+                st = parse_ipv4(base + offsets[i], lengths[i], &k)
+                status[i] = st
+                entries[i] = -1
+                if st != ST_OK:
+                    continue
+                if mirror:
+                    mirror_key(&k)
+                L = want[i]
+                if k.frag == 2:
+                    rows = self.frag.rows.data()
+                    start = self.fstart.data()
+                else:
+                    rows = self.whole.rows.data()
+                    start = self.wstart.data()
+                a = start[L]
+                b = start[L + 1]
+                if b - a > max_rows:
+                    entries[i] = -2
+                    continue
+                while a < b:
+                    if row_matches(&rows[a], &k):
+                        if rows[a].permit:
+                            entries[i] = rows[a].entry_idx
+                        break
+                    a += 1
 
     @property
     def nbytes(self):
