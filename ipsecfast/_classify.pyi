@@ -35,7 +35,20 @@ class Compiled:
     def whole(self) -> Forest: ...
     @property
     def frag(self) -> Forest: ...
-    def __init__(self, whole: Forest, frag: Forest) -> None: ...
+    @property
+    def nlists(self) -> int: ...
+    def __init__(self, whole: Forest, frag: Forest, nlists: int = ...) -> None: ...
+    def match_lists(
+        self,
+        buf: npt.NDArray[np.uint8],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        want: npt.NDArray[np.int32],
+        mirror: bool,
+        max_rows: int,
+        entries: npt.NDArray[np.int32],
+        status: npt.NDArray[np.uint8],
+    ) -> None: ...
     def classify_packets(
         self,
         buf: npt.NDArray[np.uint8],

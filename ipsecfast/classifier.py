@@ -317,9 +317,13 @@ class Classifier:
         if not isinstance(batch, PacketBatch):
             raise TypeError("match_lists takes a PacketBatch")
         n = len(batch)
-        want = np.ascontiguousarray(lists, dtype=np.int32)
-        if want.shape != (n,):
+        given = np.asarray(lists)
+        if given.shape != (n,):
             raise ValueError(f"lists must have one entry per packet ({n})")
+        if n and (given.dtype.kind not in "iu" or int(given.min()) < 0
+                  or int(given.max()) >= len(self.acls)):
+            raise ValueError(f"lists must be list indexes 0..{len(self.acls) - 1}")
+        want = np.ascontiguousarray(given, dtype=np.int32)
         entries = np.empty(n, dtype=np.int32)
         status = np.empty(n, dtype=np.uint8)
         self._compiled.match_lists(batch.buffer, batch.offsets, batch.lengths, want,

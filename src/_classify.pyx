@@ -970,7 +970,7 @@ cdef class Compiled:
         """Per packet i, list ``want[i]`` alone (no deny-skip to other lists): the entry
         index of its first row that matches if that row is a permit, else -1 (a deny, no
         match, or an unreadable packet: ``status``); -2 where the list has more than
-        ``max_rows`` rows for the packet's class (not scanned: the caller decides). A
+        ``max_rows`` rows (whole packets or fragments; not scanned: the caller decides). A
         linear scan of the list's rows, for short lists such as crypto ACLs."""
         cdef Py_ssize_t n = offsets.shape[0], i, ahead
         cdef Py_ssize_t size = buf.shape[0]
@@ -1008,11 +1008,12 @@ cdef class Compiled:
                 else:
                     rows = self.whole.rows.data()
                     start = self.wstart.data()
-                a = start[L]
-                b = start[L + 1]
-                if b - a > max_rows:
+                if (self.wstart[L + 1] - self.wstart[L] > max_rows
+                        or self.fstart[L + 1] - self.fstart[L] > max_rows):
                     entries[i] = -2
                     continue
+                a = start[L]
+                b = start[L + 1]
                 while a < b:
                     if row_matches(&rows[a], &k):
                         if rows[a].permit:
