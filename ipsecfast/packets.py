@@ -154,6 +154,18 @@ class PacketBatch:
                          other.buffer, other.offsets, other.lengths, out)
         return out.view(np.bool_)
 
+    def heads(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        """The first ``nbytes`` bytes of every packet as an (n, nbytes) array, zeros past
+        a packet's end: one compiled pass that prefetches the packets ahead (headers of a
+        capture are scattered, each read would otherwise wait on memory)."""
+        from . import _pcap
+
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        out = np.empty((len(self), nbytes), dtype=np.uint8)
+        _pcap.gather_prefix(self.buffer, self.offsets, self.lengths, out)
+        return out
+
     def tobytes(self) -> bytes:
         """All packets concatenated."""
         c = self.compact()

@@ -868,6 +868,36 @@ def write_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
     return pos
 
 
+def gather_prefix(const uint8_t[::1] buf, const int64_t[::1] offsets,
+                  const int64_t[::1] lengths, uint8_t[:, ::1] out):
+    """Row i of ``out`` (n rows of ``w`` bytes) = the first ``w`` bytes of packet i, zeros
+    past its end. Packet headers are scattered through a capture: the packets a few ahead
+    are prefetched, so the loads overlap instead of each waiting for memory. Every span
+    is checked first (ValueError)."""
+    cdef Py_ssize_t n = offsets.shape[0], i, ahead
+    cdef int64_t size = buf.shape[0], w = out.shape[1], take
+    cdef const uint8_t* bp = &buf[0] if size else NULL
+    if lengths.shape[0] != n or out.shape[0] != n:
+        raise ValueError("array lengths disagree")
+    for i in range(n):
+        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > size - lengths[i]:
+            raise ValueError(f"packet {i} lies outside the buffer")
+    if n == 0 or w == 0:
+        return
+    with nogil:
+        for i in range(n):
+            if i + 8 < n:
+                ahead = i + 8
+                if lengths[ahead]:
+                    prefetch(bp + offsets[ahead])
+                    prefetch(bp + offsets[ahead] + min(lengths[ahead], w) - 1)
+            take = lengths[i] if lengths[i] < w else w
+            if take:
+                memcpy(&out[i, 0], bp + offsets[i], take)
+            if take < w:
+                memset(&out[i, take], 0, w - take)
+
+
 def same_spans(const uint8_t[::1] a, const int64_t[::1] a_off, const int64_t[::1] a_len,
                const uint8_t[::1] b, const int64_t[::1] b_off, const int64_t[::1] b_len,
                uint8_t[::1] out):

@@ -130,3 +130,36 @@ def test_equals_checks_its_arguments() -> None:
                                np.array([3, 9], dtype=np.int64))  # span past the buffer
     with pytest.raises(ValueError, match="outside its buffer"):
         a.equals(bad)
+
+
+def test_heads_match_python_slices() -> None:
+    """``heads(n)``: each packet's first n bytes, zero-filled past its end (oracle: bytes
+    slicing), packets at scattered offsets of a shared buffer, empty ones included."""
+    rng = np.random.default_rng(11)
+    pkts = [bytes(rng.integers(0, 256, int(k), dtype=np.uint8)) for k in rng.integers(0, 60, 300)]
+    buf = np.zeros(40_000, dtype=np.uint8)
+    offs = np.sort(rng.choice(np.arange(0, 39_900, 100), len(pkts), replace=False))
+    for o, p in zip(offs, pkts, strict=True):
+        buf[o:o + len(p)] = np.frombuffer(p, dtype=np.uint8)
+    buf[offs + np.array([len(p) for p in pkts])] = 0xEE  # a byte after each packet
+    batch = PacketBatch(buf, offs, np.array([len(p) for p in pkts]))
+    for n in (0, 1, 20, 28, 64):
+        got = batch.heads(n)
+        assert got.shape == (len(pkts), n)
+        for row, p in zip(got, pkts, strict=True):
+            assert row.tobytes() == p[:n].ljust(n, b"\0")
+    assert PacketBatch.empty().heads(24).shape == (0, 24)
+    with pytest.raises(ValueError):
+        batch.heads(-1)
+
+
+def test_gather_prefix_checks_spans() -> None:
+    from ipsecfast import _pcap
+
+    buf = np.zeros(100, dtype=np.uint8)
+    out = np.zeros((1, 8), dtype=np.uint8)
+    for off, n in ((95, 10), (-1, 4), (0, -1), (101, 0)):
+        with pytest.raises(ValueError):
+            _pcap.gather_prefix(buf, np.array([off]), np.array([n]), out)
+    with pytest.raises(ValueError):
+        _pcap.gather_prefix(buf, np.array([0, 1]), np.array([1, 1]), out)
