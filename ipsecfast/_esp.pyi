@@ -8,6 +8,13 @@ import numpy.typing as npt
 STATUS_CODES: dict[str, int]
 MODE_IDS: dict[str, int]
 OVERHEAD: int
+SPI_OK: int
+SPI_OTHER: int
+SPI_CLEAR: int
+SPI_FRAGMENT: int
+SPI_OPTIONS: int
+SPI_TRUNCATED: int
+SPI_UNKNOWN: int
 
 class SaCore:
     closed: bool
@@ -95,3 +102,13 @@ def run_multi(
     part: int = ...,
 ) -> int: ...
 def random_fill(out: npt.NDArray[np.uint8]) -> None: ...
+
+def spi_lookup(
+    buf: npt.NDArray[np.uint8],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    local: int,
+    keys: npt.NDArray[np.int64],
+    kinds: npt.NDArray[np.uint8],
+    slots: npt.NDArray[np.int32],
+) -> None: ...

@@ -106,6 +106,28 @@ class CryptoMapSpd:
         res = cls.lookup(batch, mirror)
         return np.where((res.lists == 0) & (res.status == 0), res.entries, -1).astype(np.int32)
 
+    def flows_match(self, entries: npt.NDArray[np.int64], batch: PacketBatch,
+                    mirror: bool = True) -> npt.NDArray[np.int32]:
+        """``flow_match`` for many entries at once: packet i against entry
+        ``entries[i]``'s list alone. Short lists are scanned in one compiled pass over the
+        batch; the packets of a long list (more than ``FLOW_SCAN_ROWS`` compiled rows) go
+        through that entry's own classifier."""
+        res = self._classifier.match_lists(batch, entries, mirror, max_rows=FLOW_SCAN_ROWS)
+        ace = res.entries
+        long = np.flatnonzero(ace == -2)
+        if long.size:
+            which = entries[long]
+            for e in np.unique(which).tolist():
+                sel = long[which == e]
+                sub = PacketBatch._trusted(batch.buffer, batch.offsets[sel], batch.lengths[sel])
+                ace[sel] = self.flow_match(e, sub, mirror)
+        return ace
+
+
+# Compiled rows of an entry's list up to which the inner-flow check scans the list per
+# packet (a crypto ACL is a few lines); a longer list is looked up through its own tree.
+FLOW_SCAN_ROWS = 64
+
 
 def group_destinations(dst: npt.NDArray[np.int64], broadcasts: npt.NDArray[np.int64]
                        ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:

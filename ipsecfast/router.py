@@ -43,10 +43,18 @@ from .exceptions import ConfigError
 from .packets import PacketBatch
 from .sa import (
     MODE_IDS,
+    SPI_CLEAR,
+    SPI_FRAGMENT,
+    SPI_OK,
+    SPI_OPTIONS,
+    SPI_OTHER,
+    SPI_TRUNCATED,
+    SPI_UNKNOWN,
     SaResult,
     SecurityAssociation,
     _decapsulate_multi,
     _encapsulate_multi,
+    spi_lookup,
 )
 from .sad import SaPair, SaRecord, Scope, SecurityAssociationDatabase
 from .show import UnknownCommand
@@ -86,6 +94,10 @@ class Verdict(IntEnum):
 
 _TUNNEL = MODE_IDS["tunnel"]
 _TRANSPORT = MODE_IDS["transport"]
+# the drop reason of each ``spi_lookup`` kind that is dropped
+_SPI_DROP = np.zeros(256, dtype=np.uint8)
+_SPI_DROP[[SPI_FRAGMENT, SPI_OPTIONS, SPI_TRUNCATED, SPI_UNKNOWN]] = [
+    Status.FRAGMENT, Status.IP_OPTIONS, Status.TRUNCATED, Status.UNKNOWN_SPI]
 
 
 @cache
@@ -287,24 +299,8 @@ def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
 
 def _rows(batch: PacketBatch, nbytes: int) -> npt.NDArray[np.uint8]:
     """The first ``nbytes`` bytes of every packet as an (n, nbytes) array, bytes past a
-    packet's end read as 0. One gather of n ``nbytes``-byte items (a void-dtype view of
-    the buffer at every byte offset), not one gather per byte."""
-    n = len(batch)
-    buf, off, lens = batch.buffer, batch.offsets, batch.lengths
-    if n == 0:
-        return np.zeros((0, nbytes), dtype=_U8)
-    if buf.size < nbytes:
-        buf = np.concatenate([buf, np.zeros(nbytes - buf.size, dtype=_U8)])
-    view: npt.NDArray[Any] = np.ndarray((buf.size - nbytes + 1,), dtype=np.dtype((np.void, nbytes)),
-                                        buffer=buf, strides=(1,))
-    # a packet that starts within nbytes of the end is shorter than nbytes: fixed below
-    rows = view[np.minimum(off, buf.size - nbytes)].view(_U8).reshape(n, nbytes)
-    short = np.nonzero(lens < nbytes)[0]
-    if short.size:
-        j = np.arange(nbytes, dtype=_I64)
-        src = np.minimum(off[short, None] + j, buf.size - 1)
-        rows[short] = np.where(j < lens[short, None], buf[src], 0)
-    return rows
+    packet's end read as 0."""
+    return batch.heads(nbytes)
 
 
 def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES,
@@ -1621,41 +1617,38 @@ class Router:
             return st.result(batch, [], name, self, "recv")
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
-        idx, cur, rows = _ipv4_rows(batch, _HDR_BYTES)
-        f = _header(cur, _HDR_BYTES, rows)
         local = dom.local_int
-        sec = f.valid & ((f.proto == 50) | (f.proto == 51)) & (f.dst == local)
-        if not sec.all():
-            clear = np.nonzero(~sec)[0]
-            self._inbound_clear(dom, st, idx[clear], _take(cur, clear), f.take(clear))
-            keep = np.nonzero(sec)[0]
-            idx, cur, f = idx[keep], _take(cur, keep), f.take(keep)
+        # One compiled pass maps every packet to its SA by (destination, protocol, SPI),
+        # or says why not: not IPv4, clear text, a fragment, options, too short, or an
+        # SPI no SA has (dropped here, so a flood of random SPIs costs no Python).
+        keys, table = self.sad.inbound_table(dom.id, local)
+        idx = np.arange(len(batch), dtype=_I64)
+        cur = batch
+        kinds, slots = spi_lookup(cur, local, keys)
+        clear = np.flatnonzero(kinds == SPI_CLEAR)
+        if clear.size:
+            sub = _take(cur, clear)
+            self._inbound_clear(dom, st, clear, sub, _header(sub))
         for depth in range(self.nesting_depth):
-            if idx.size == 0:
-                break
-            reason = np.zeros(idx.size, dtype=_U8)
-            reason[(f.mf != 0) | (f.frag_offset != 0)] = Status.FRAGMENT
-            reason[(reason == 0) & (f.ihl > 20)] = Status.IP_OPTIONS
-            spi = np.where(f.proto == 51, f.ah_spi, f.esp_spi)
-            reason[(reason == 0) & (spi < 0)] = Status.TRUNCATED
-            if reason.any():
-                st.drop(idx[reason != 0], reason[reason != 0])
-            go = np.nonzero(reason == 0)[0]
-            # Unknown SPIs are dropped here, vectorised, so a flood of random SPIs costs no
-            # Python per distinct SPI in the grouping below.
-            known = self.sad.known_inbound(dom.id, local)
-            miss = ~np.isin((f.proto[go].astype(_I64) << 32) | spi[go].astype(_I64), known)
-            if miss.any():
-                st.drop(idx[go[miss]], np.full(int(miss.sum()), Status.UNKNOWN_SPI, dtype=_U8))
-                go = go[~miss]
+            reason = _SPI_DROP[kinds]
+            bad = np.flatnonzero(reason)
+            if bad.size:
+                st.drop(idx[bad], reason[bad])
+            go = np.flatnonzero(kinds == SPI_OK)
             if go.size == 0:
                 break
-            hint = self._spi_hint.get(dom.id, np.zeros(0, dtype=_I64))
-            gkeys, ginv, self._spi_hint[dom.id] = _spi_groups(f.proto[go], spi[go], hint)
+            # the SAs present, numbered in key order (each packet's group: its SA's number)
+            used = np.zeros(len(table), dtype=bool)
+            g_slot = slots[go]
+            used[g_slot] = True
+            present = np.flatnonzero(used)
+            number = np.zeros(len(table), dtype=_I64)
+            number[present] = np.arange(present.size, dtype=_I64)
+            ginv = number[g_slot]
             recs: list[SaRecord | None] = []
-            for key in gkeys:
-                rec = self.sad.lookup_inbound(dom.id, local, key[0], key[1])
-                recs.append(rec if rec is not None and rec.pair is not None else None)
+            for j in present.tolist():
+                known = table[j]
+                recs.append(known if known.pair is not None else None)
             ng = len(recs)
             counts = np.bincount(ginv, minlength=ng)
             # Sorted by SA (stable, as outbound); every pair one tunnel-mode SA without a
@@ -1729,7 +1722,8 @@ class Router:
                 final.append((gpos, layer))
                 break
             # peel again what is still ESP / AH for us (nested protection)
-            more = _ipsec_for(layer, local)
+            kinds, slots = spi_lookup(layer, local, keys)
+            more = (kinds != SPI_OTHER) & (kinds != SPI_CLEAR)
             if not more.any():
                 final.append((gpos, layer))
                 break
@@ -1738,7 +1732,7 @@ class Router:
             nxt = np.nonzero(more)[0]
             cur = _take(layer, nxt)
             idx = gpos[nxt]
-            f = _header(cur)
+            kinds, slots = kinds[nxt], slots[nxt]
         return st.result(batch, final, name, self, "recv", spare)
 
     def _inbound_clear(self, dom: _Domain, st: _State, idx: npt.NDArray[np.int64],
@@ -1785,13 +1779,11 @@ class Router:
                     gsel: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
                     out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
                     lens: npt.NDArray[np.int64]) -> None:
-        """DESIGN.md §Policy 4 for every opened packet of a layer (grouped by SA as
-        ``counts`` says): status INNER_FLOW_MISMATCH where the inner packet is not in the
-        flow of the SA that carried it (packet i carried by ``recs[gsel[i]]``).
-
-        One classification of all inner packets (mirror) answers for every packet that
-        its own entry protects first: then that entry's list permits it at the ACE found.
-        Only the others are checked against their entry's list alone (``flow_match``)."""
+        """DESIGN.md §Policy 4 for every opened packet of a layer: status
+        INNER_FLOW_MISMATCH where the inner packet is not in the flow of the SA that
+        carried it (packet i carried by ``recs[gsel[i]]``): the first entry of the SA's
+        own access list that matches it (mirrored) must be the permit the SA was made
+        for (per-host SAs: any permit, between the SA's two hosts)."""
         okp = np.nonzero(status == 0)[0]
         if okp.size == 0:
             return
@@ -1801,18 +1793,8 @@ class Router:
         g_ace = np.array([r.pair.scope[1] if r is not None and r.pair is not None else -1
                           for r in recs], dtype=_I64)
         grp = gsel[okp]
-        want = g_le[grp]
-        cls = dom.spd.lookup(inner, mirror=True)
-        first = (cls.status == 0) & (cls.lists == want)
-        ace = np.where(first, cls.entries, -1).astype(_I64)
-        rest = np.nonzero(~first)[0]
-        if rest.size:
-            for g in np.unique(grp[rest]).tolist():
-                pair = recs[g].pair  # type: ignore[union-attr]
-                assert pair is not None
-                sel = rest[grp[rest] == g]
-                ace[sel] = self._domains[pair.domain].spd.flow_match(
-                    pair.entry - dom.offset, _take(inner, sel), mirror=True)
+        # (an SA of this domain's SAD was made for an entry of this domain's crypto map)
+        ace = dom.spd.flows_match(g_le[grp], inner, mirror=True)
         a = g_ace[grp]
         good = np.where(a >= 0, ace == a, ace >= 0)
         hosts = np.nonzero(a < 0)[0]

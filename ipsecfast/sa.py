@@ -639,3 +639,32 @@ def _decapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLi
         _run_multi(cores, idx, modes, batch, out, out_offsets, lens, status, None, False,
                    False, 0, nhs, threads, 0)
     return SaResult(_trusted_batch(out, out_offsets, lens), status), nhs
+
+
+# -- inbound SA lookup -------------------------------------------------------------------------
+# What ``spi_lookup`` says of each packet (RFC 4301 §5.2: an inbound IPsec packet is mapped to
+# its SA by destination, protocol and SPI).
+SPI_OK = int(_esp.SPI_OK)  # ESP / AH to the address, SPI of a known SA
+SPI_OTHER = int(_esp.SPI_OTHER)  # empty, or not IPv4
+SPI_CLEAR = int(_esp.SPI_CLEAR)  # IPv4 but not ESP / AH to the address (or a bad header)
+SPI_FRAGMENT = int(_esp.SPI_FRAGMENT)
+SPI_OPTIONS = int(_esp.SPI_OPTIONS)
+SPI_TRUNCATED = int(_esp.SPI_TRUNCATED)  # too short to hold its SPI
+SPI_UNKNOWN = int(_esp.SPI_UNKNOWN)  # no SA with that protocol and SPI
+
+
+def spi_lookup(batch: PacketBatch, local: int, keys: npt.NDArray[np.int64]
+               ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
+    """(kind, slot) of every packet of ``batch`` arriving for the IPv4 address ``local``
+    (an int; negative: no address, so nothing is addressed to it): the ``SPI_*`` kind,
+    and for ``SPI_OK`` the index in ``keys`` (sorted ``protocol << 32 | SPI`` of the
+    address's inbound SAs) of its SA, else -1. One compiled pass over the outer headers."""
+    n = len(batch)
+    kinds = np.empty(n, dtype=np.uint8)
+    slots = np.empty(n, dtype=np.int32)
+    _esp.spi_lookup(batch.buffer, batch.offsets, batch.lengths, max(local, 0),
+                    np.ascontiguousarray(keys, dtype=np.int64), kinds, slots)
+    if local < 0:
+        kinds[kinds != SPI_OTHER] = SPI_CLEAR
+        slots[:] = -1
+    return kinds, slots

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -145,9 +145,8 @@ class SecurityAssociationDatabase:
         self._outbound: dict[tuple[int, Scope], SaPair] = {}
         self._next_pair = 1
         self._next_sa = 1
-        # (domain, destination) -> sorted int64 array of (protocol << 32 | SPI) installed,
-        # rebuilt lazily after a change: lets the router drop unknown SPIs vectorised
-        self._known: dict[tuple[int, int], Any] = {}
+        # (domain, destination) -> inbound_table(): rebuilt lazily after a change
+        self._known: dict[tuple[int, int], tuple[npt.NDArray[np.int64], list[SaRecord]]] = {}
 
     # -- records -------------------------------------------------------------------------
     def sas(self) -> list[SaRecord]:
@@ -188,15 +187,18 @@ class SecurityAssociationDatabase:
                        ) -> SaRecord | None:
         return self._inbound.get((domain, destination, proto_number, spi))
 
-    def known_inbound(self, domain: int, destination: int) -> npt.NDArray[np.int64]:
-        """Sorted ``protocol << 32 | SPI`` of every inbound SA addressed to
-        ``destination`` in ``domain``."""
-        arr = self._known.get((domain, destination))
-        if arr is None:
-            arr = np.array(sorted((k[2] << 32) | k[3] for k in self._inbound
-                                  if k[0] == domain and k[1] == destination), dtype=np.int64)
-            self._known[(domain, destination)] = arr
-        return arr
+    def inbound_table(self, domain: int, destination: int
+                      ) -> tuple[npt.NDArray[np.int64], list[SaRecord]]:
+        """The inbound SAs addressed to ``destination`` in ``domain``: sorted ``protocol
+        << 32 | SPI`` keys and the record of each (what ``_esp.spi_lookup`` maps packets
+        to). Kept until the SAD changes."""
+        table = self._known.get((domain, destination))
+        if table is None:
+            recs = sorted(((k[2] << 32) | k[3], r) for k, r in self._inbound.items()
+                          if k[0] == domain and k[1] == destination)
+            table = (np.array([k for k, _ in recs], dtype=np.int64), [r for _, r in recs])
+            self._known[(domain, destination)] = table
+        return table
 
     def lookup_outbound(self, domain: int, scope: Scope) -> SaPair | None:
         return self._outbound.get((domain, scope))
