@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scapy.utils import RawPcapReader
+from test_pcap import CASES, _ip_of_size, _longer
 
 from ipsecfast import _pcap, pcap
 from ipsecfast.packets import PacketBatch
-from test_pcap import CASES, _ip_of_size, _longer
 
 
 def _two_step(cap: pcap.Capture, new: PacketBatch, keep: np.ndarray | None) -> bytes:
