@@ -358,6 +358,34 @@ def test_inner_flow_mismatch_with_narrower_peer_acl() -> None:
     assert list(rb.sad)[0].recv_errors == {"inner-flow-mismatch": 1}
 
 
+
+@pytest.mark.parametrize("denies", [5, 70])
+def test_inner_flow_with_denies_before_the_permit(denies: int) -> None:
+    """The inner-flow check takes the first ACE of the SA's own list that matches
+    (mirrored): a deny before the permit excludes its hosts. Short lists are scanned per
+    packet in C; a list over ``FLOW_SCAN_ROWS`` rows goes through its own classifier:
+    both give the same answers."""
+    from ipsecfast.cryptomap import FLOW_SCAN_ROWS
+
+    deny = "\n".join(f"access-list 101 deny ip host 10.2.0.{100 + k} any" for k in range(denies))
+    a, b, _ = manual_pair("esp-aes esp-sha-hmac", entries=[
+        ("permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255",
+         deny.removeprefix("access-list 101 ")
+         + "\naccess-list 101 permit ip 10.2.0.0 0.0.0.255 10.1.0.0 0.0.0.255")])
+    ra, rb = Router(a), Router(b)
+    assert (denies > FLOW_SCAN_ROWS) == (denies == 70)
+    pkts = [udp("10.1.0.5", "10.2.0.5"), udp("10.1.5.5", "10.2.5.5"),
+            udp("10.1.0.5", "10.2.0.150"), udp("10.1.0.6", "10.2.0.104"),
+            udp("10.1.0.7", "10.2.0.99")]
+    res = rb.inbound(IF, ra.outbound(IF, batch(*pkts)).packets)
+    in_deny = [False, False, denies > 50, True, False]
+    assert res.verdict.tolist() == [
+        DROP if (d or i == 1) else PROTECT for i, d in enumerate(in_deny)]
+    assert res.reason.tolist() == [
+        Status.INNER_FLOW_MISMATCH if (d or i == 1) else 0 for i, d in enumerate(in_deny)]
+    assert res.packets[res.verdict == PROTECT].to_list() == [
+        p for i, p in enumerate(pkts) if not (in_deny[i] or i == 1)]
+
 # -- interfaces: local-address ------------------------------------------------------------
 
 REDUNDANT = """
