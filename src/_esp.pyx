@@ -1724,8 +1724,8 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
                 # RFC 4303 §3.3.2 / RFC 3602 §2.1: unpredictable CBC IVs, one call per batch
                 rand_ok = ssl.RAND_bytes(ivp, <int>(n * stride))
             for i in range(n):
-                if i + AHEAD < n:  # (see AHEAD)
-                    ahead = i + AHEAD
+                if i + AHEAD < n and (partp == NULL or partp[sa_index[i + AHEAD]] == part):
+                    ahead = i + AHEAD  # (see AHEAD; another thread's packets are left alone)
                     if offsets[ahead] >= 0 and offsets[ahead] < bufsize:
                         prefetch(bp + offsets[ahead])
                         prefetch(bp + offsets[ahead] + 64)
