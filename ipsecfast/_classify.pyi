@@ -30,6 +30,16 @@ class Forest:
     def export(self) -> dict[str, npt.NDArray[np.int64]]: ...
     def stats(self) -> dict[str, int]: ...
 
+FIELD_SRC: int
+FIELD_DST: int
+FIELD_SPORT: int
+FIELD_DPORT: int
+FIELD_PROTO: int
+FIELD_TOS: int
+FIELD_BYTE0: int
+FIELD_FRAG: int
+FIELDS: int
+
 class Compiled:
     @property
     def whole(self) -> Forest: ...
@@ -59,6 +69,7 @@ class Compiled:
         entries: npt.NDArray[np.int32],
         status: npt.NDArray[np.uint8],
         scalar: bool = ...,
+        fields: npt.NDArray[np.uint32] | None = ...,
     ) -> None: ...
     def classify_fields(
         self,

@@ -33,6 +33,17 @@ __all__ = ["Classifier", "Classification"]
 
 _FULL_PORTS: tuple[tuple[int, int], ...] = ((0, 0xFFFF),)
 
+# columns of ``Classifier.lookup_with_headers``'s header array
+H_SRC = int(_classify.FIELD_SRC)
+H_DST = int(_classify.FIELD_DST)
+H_SPORT = int(_classify.FIELD_SPORT)
+H_DPORT = int(_classify.FIELD_DPORT)
+H_PROTO = int(_classify.FIELD_PROTO)
+H_TOS = int(_classify.FIELD_TOS)
+H_BYTE0 = int(_classify.FIELD_BYTE0)
+H_FRAG = int(_classify.FIELD_FRAG)
+HEADER_COLUMNS = int(_classify.FIELDS)
+
 
 class Classification(NamedTuple):
     """Per-packet results of ``Classifier.lookup``."""
@@ -301,6 +312,28 @@ class Classifier:
             bool(scalar),
         )
         return Classification(lists, entries, status)
+
+    def lookup_with_headers(
+        self, batch: PacketBatch, mirror: bool = False
+    ) -> tuple[Classification, npt.NDArray[np.uint32]]:
+        """``lookup``, plus the header fields each packet was classified by, read in the
+        same pass: an (n, ``HEADER_COLUMNS``) uint32 array, columns ``H_SRC``, ``H_DST``,
+        ``H_SPORT``, ``H_DPORT`` (TCP / UDP of whole packets and first fragments, else 0),
+        ``H_PROTO``, ``H_TOS``, ``H_BYTE0`` (the first byte: version and IHL; 0 for an empty
+        packet; there whatever the status) and ``H_FRAG`` (0 not a fragment, 1 the first,
+        2 a later one). As in the packet, not mirrored; zeros where the status is not 0."""
+        if not isinstance(batch, PacketBatch):
+            raise TypeError("lookup takes a PacketBatch")
+        n = len(batch)
+        lists = np.empty(n, dtype=np.int32)
+        entries = np.empty(n, dtype=np.int32)
+        status = np.empty(n, dtype=np.uint8)
+        headers = np.empty((n, HEADER_COLUMNS), dtype=np.uint32)
+        self._compiled.classify_packets(
+            batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status,
+            False, headers,
+        )
+        return Classification(lists, entries, status), headers
 
     def match_lists(
         self, batch: PacketBatch, lists: npt.ArrayLike, mirror: bool = False, *,

@@ -86,6 +86,12 @@ class CryptoMapSpd:
         """Per packet: entry index (-1: no entry protects it), ACE index, status."""
         return self._classifier.lookup(batch, mirror)
 
+    def lookup_with_headers(self, batch: PacketBatch
+                            ) -> tuple[Classification, npt.NDArray[np.uint32]]:
+        """``lookup`` (not mirrored) and the header fields read on the way
+        (``Classifier.lookup_with_headers``)."""
+        return self._classifier.lookup_with_headers(batch)
+
     def lookup_fields(self, proto: npt.NDArray[np.int64], src: npt.NDArray[np.int64],
                       dst: npt.NDArray[np.int64], tos: npt.NDArray[np.int64]
                       ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:

@@ -37,6 +37,16 @@ import numpy as np
 import numpy.typing as npt
 
 from .acl import AccessList, Ace
+from .classifier import (
+    H_BYTE0,
+    H_DPORT,
+    H_DST,
+    H_PROTO,
+    H_SPORT,
+    H_SRC,
+    H_TOS,
+    Classification,
+)
 from .config import Config, CryptoMapEntry, TransformSet, canonical_interface_name
 from .cryptomap import CryptoMapSpd, SpdList, group_destinations, manual_acl
 from .exceptions import ConfigError
@@ -280,16 +290,26 @@ class _Hdr(NamedTuple):
         return _Hdr(*(a[sel] for a in self))  # type: ignore[arg-type]
 
 
-def _ipv4_rows(batch: PacketBatch, nbytes: int
-               ) -> tuple[npt.NDArray[np.int64], PacketBatch, npt.NDArray[np.uint8]]:
-    """(positions of the IPv4 packets, those packets, their first ``nbytes`` bytes): one
-    gather serves the version check and the header fields."""
-    rows = _rows(batch, nbytes)
-    v4 = (rows[:, 0] >> 4) == 4  # an empty packet reads as 0
-    if v4.all():
-        return np.arange(len(batch), dtype=_I64), batch, rows
-    idx = np.nonzero(v4)[0]
-    return idx, _take(batch, idx), rows[idx]
+class _Fields(NamedTuple):
+    """The header fields outbound reads (int64 arrays; ``valid``: bool), as the
+    classifier read them (``_Hdr`` without the fragment fields and SPIs)."""
+
+    valid: npt.NDArray[np.bool_]
+    ihl: npt.NDArray[np.int64]
+    tos: npt.NDArray[np.int64]
+    proto: npt.NDArray[np.int64]
+    src: npt.NDArray[np.int64]
+    dst: npt.NDArray[np.int64]
+    sport: npt.NDArray[np.int64]
+    dport: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, hdr: npt.NDArray[np.uint32], status: npt.NDArray[np.uint8]) -> _Fields:
+        def col(c: int) -> npt.NDArray[np.int64]:
+            return hdr[:, c].astype(_I64)
+
+        return cls(status == 0, (col(H_BYTE0) & 0xF) * 4, col(H_TOS), col(H_PROTO),
+                   col(H_SRC), col(H_DST), col(H_SPORT), col(H_DPORT))
 
 
 def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
@@ -353,21 +373,6 @@ def _header(batch: PacketBatch, nbytes: int = _HDR_BYTES,
         ah_spi[odd] = sub.u32_at(oihl + 4, -1)
     return _Hdr(valid, ihl, r[:, 1].astype(_I64), proto, u32(12), u32(16), sport, dport,
                 (fw >> 13) & 1, frag, esp_spi, ah_spi)
-
-
-def _ipsec_for(batch: PacketBatch, local: int) -> npt.NDArray[np.bool_]:
-    """Which packets are ESP / AH addressed to ``local`` (the protocol byte is read
-    first; the rest of the header only for the few that are ESP / AH)."""
-    n = len(batch)
-    if n == 0 or batch.buffer.size == 0:
-        return np.zeros(n, dtype=bool)
-    proto = batch.buffer[np.minimum(batch.offsets + 9, batch.buffer.size - 1)]
-    out = (batch.lengths >= 20) & ((proto == 50) | (proto == 51))
-    cand = np.nonzero(out)[0]
-    if cand.size:
-        h = _header(_take(batch, cand), 20)
-        out[cand] = h.valid & (h.dst == local)
-    return out
 
 
 def _join(n: int, pieces: Sequence[tuple[npt.NDArray[np.int64], PacketBatch]]) -> PacketBatch:
@@ -575,32 +580,6 @@ def _per_group(gsel: npt.NDArray[np.int64], ngroups: int, status: npt.NDArray[np
     return nok, nbytes, lambda g: bad_status[bad_g == g] if g in failed else None
 
 
-def _spi_groups(proto: npt.NDArray[np.int64], spi: npt.NDArray[np.int64],
-                hint: npt.NDArray[np.int64]
-                ) -> tuple[list[list[int]], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Inbound packets grouped by (protocol, SPI) without reordering them: (keys in key
-    order, each packet's group number, the sorted keys to hint the next call with).
-
-    ``hint`` (the keys of earlier chunks, sorted) turns the grouping into one binary
-    search per packet; keys not in it are added (the hint is rebuilt past 4096 keys)."""
-    key = (proto << 32) | spi
-    if hint.size:
-        pos = np.minimum(np.searchsorted(hint, key), hint.size - 1)
-        miss = hint[pos] != key
-        if miss.any():
-            new = np.unique(key[miss])
-            hint = np.union1d(hint, new) if hint.size + new.size <= 4096 else np.unique(key)
-            pos = np.searchsorted(hint, key)
-    else:
-        hint = np.unique(key)
-        pos = np.searchsorted(hint, key)
-    used = np.bincount(pos, minlength=hint.size) > 0
-    present = hint[used]
-    inv = (np.cumsum(used) - 1)[pos]
-    keys = np.stack([present >> 32, present & 0xFFFFFFFF], axis=1).tolist()
-    return keys, inv.astype(_I64, copy=False), hint
-
-
 def _ip(a: int) -> str:
     return str(ipaddress.IPv4Address(a))
 
@@ -716,7 +695,6 @@ class Router:
         # across `clear crypto sa` so a re-established manual SA never reuses an IV
         self._manual_seq: dict[tuple[int, str, int], int] = {}
         self._nest_peer_cache: dict[int, set[int]] = {}
-        self._spi_hint: dict[int, npt.NDArray[np.int64]] = {}  # inbound: keys seen
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
@@ -1226,11 +1204,19 @@ class Router:
             return st.result(batch, [], name, self, "send")
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
-        idx, cur, rows = _ipv4_rows(batch, 24)  # no AH SPI needed outbound
-        cls = dom.spd.lookup(cur)
+        # one compiled pass classifies the packets and reads the header fields used below
+        cls, hdr = dom.spd.lookup_with_headers(batch)
+        v4 = (hdr[:, H_BYTE0] >> 4) == 4  # (other packets pass: not the crypto map's)
+        if v4.all():
+            idx, cur = np.arange(len(batch), dtype=_I64), batch
+        else:
+            idx = np.flatnonzero(v4)
+            cur = _take(batch, idx)
+            cls = Classification(cls.lists[idx], cls.entries[idx], cls.status[idx])
+            hdr = hdr[idx]
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
-        f = _header(cur, 24, rows)
+        f: _Hdr | _Fields = _Fields.of(hdr, cls.status)
         applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
         for depth in range(self.nesting_depth):
             matched = (lists >= 0) & ~bad
@@ -1459,7 +1445,7 @@ class Router:
         return sum(rec.sa._max_growth(_TUNNEL if i == 0 else _TRANSPORT)
                    for i, rec in enumerate(pair.outbound))
 
-    def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, f: _Hdr,
+    def _encap_pair(self, pair: SaPair, dom: _Domain, sub: PacketBatch, f: _Hdr | _Fields,
                     pos: npt.NDArray[np.int64], now: float, out: npt.NDArray[np.uint8],
                     out_off: npt.NDArray[np.int64]
                     ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
@@ -1528,9 +1514,9 @@ class Router:
                 self._soft(pair, "sequence", now)
 
     def _encap_multi(self, pairs: Sequence[SaPair | None], gsel: npt.NDArray[np.int64],
-                     g_peer: npt.NDArray[np.int64], dom: _Domain, sub: PacketBatch, f: _Hdr,
-                     pos: npt.NDArray[np.int64], now: float, out: npt.NDArray[np.uint8],
-                     out_off: npt.NDArray[np.int64]
+                     g_peer: npt.NDArray[np.int64], dom: _Domain, sub: PacketBatch,
+                     f: _Hdr | _Fields, pos: npt.NDArray[np.int64], now: float,
+                     out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64]
                      ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
         """``_encap_pair`` for every pair of a layer at once (each one SA, no kilobyte
         lifetime): packet i of ``sub`` (pair ``pairs[gsel[i]]``, header fields ``f`` at

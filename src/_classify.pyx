@@ -800,6 +800,51 @@ cdef inline uint8_t parse_ipv4(const uint8_t* p, int64_t n, Key* k) noexcept nog
     return ST_OK
 
 
+# ``classify_packets(fields=...)``: one row of header fields per packet
+cdef enum:
+    F_SRC = 0
+    F_DST = 1
+    F_SPORT = 2       # TCP / UDP ports of whole packets and first fragments, else 0
+    F_DPORT = 3
+    F_PROTO = 4
+    F_TOS = 5
+    F_BYTE0 = 6       # version << 4 | IHL in 32-bit words (0 for an empty packet)
+    F_FRAG = 7        # 0 not a fragment, 1 first fragment, 2 a later one
+    FIELD_COLUMNS = 8
+
+FIELD_SRC = F_SRC
+FIELD_DST = F_DST
+FIELD_SPORT = F_SPORT
+FIELD_DPORT = F_DPORT
+FIELD_PROTO = F_PROTO
+FIELD_TOS = F_TOS
+FIELD_BYTE0 = F_BYTE0
+FIELD_FRAG = F_FRAG
+FIELDS = FIELD_COLUMNS
+
+
+cdef inline void put_fields(uint32_t* row, const Key* k, bint ok, const uint8_t* p,
+                            int64_t n) noexcept nogil:
+    """A packet's row of ``fields`` from its key (before any mirror swap)."""
+    row[F_BYTE0] = p[0] if n > 0 else 0
+    if not ok:
+        row[F_SRC] = 0
+        row[F_DST] = 0
+        row[F_SPORT] = 0
+        row[F_DPORT] = 0
+        row[F_PROTO] = 0
+        row[F_TOS] = 0
+        row[F_FRAG] = 0
+        return
+    row[F_SRC] = k.f[0]
+    row[F_DST] = k.f[1]
+    row[F_SPORT] = k.f[2]
+    row[F_DPORT] = k.f[3]
+    row[F_PROTO] = k.f[4]
+    row[F_TOS] = k.tos
+    row[F_FRAG] = <uint32_t>k.frag
+
+
 cdef inline void mirror_key(Key* k) noexcept nogil:
     cdef uint32_t t = k.f[0]
     k.f[0] = k.f[1]
@@ -886,16 +931,26 @@ cdef class Compiled:
 
     def classify_packets(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                          const int64_t[::1] lengths, bint mirror, int32_t[::1] lists,
-                         int32_t[::1] entries, uint8_t[::1] status, bint scalar=False):
+                         int32_t[::1] entries, uint8_t[::1] status, bint scalar=False,
+                         uint32_t[:, ::1] fields=None):
         """Classify every packet; results into the preallocated output arrays.
 
         ``scalar``: the plain one-packet loop instead of the interleaved blocks (same
-        answers; kept as the reference variant for the tests).
+        answers; kept as the reference variant for the tests). ``fields`` (n rows of
+        ``FIELD_COLUMNS``): the header fields each packet was classified by, before the
+        mirror swap (see ``FIELD_*``; the first byte is there for every non-empty packet,
+        the rest where the status is 0).
         """
         cdef Py_ssize_t n = offsets.shape[0], i
+        cdef uint32_t* fp = NULL
         if lengths.shape[0] != n or lists.shape[0] != n or entries.shape[0] != n \
                 or status.shape[0] != n:
             raise ValueError("array lengths differ")
+        if fields is not None:
+            if fields.shape[0] != n or fields.shape[1] != FIELD_COLUMNS:
+                raise ValueError(f"fields must be ({n}, {FIELD_COLUMNS})")
+            if n:
+                fp = &fields[0, 0]
         cdef ForestView vw = view_of(self.whole)
         cdef ForestView vf = view_of(self.frag)
         cdef const uint8_t* base = &buf[0] if buf.shape[0] > 0 else NULL
@@ -913,10 +968,17 @@ cdef class Compiled:
             i = 0
             while i < n:
                 m = BLOCK if n - i > BLOCK else <int>(n - i)
+                if i + m + BLOCK < n:  # the next block's headers, while this one is walked
+                    for j in range(BLOCK):
+                        if lengths[i + m + j]:
+                            prefetch(base + offsets[i + m + j])
                 for j in range(m):
                     st = parse_ipv4(base + offsets[i + j], lengths[i + j], &keys[j])
                     status[i + j] = st
                     ok[j] = st == ST_OK
+                    if fp != NULL:
+                        put_fields(fp + (i + j) * FIELD_COLUMNS, &keys[j], ok[j],
+                                   base + offsets[i + j], lengths[i + j])
                     if ok[j] and mirror:
                         mirror_key(&keys[j])
                 finish_block(&vw, &vf, keys, ok, m, rids, &lists[i], &entries[i], scalar)
