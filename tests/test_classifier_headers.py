@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_classifier_match_lists import parse, r_case
 
 from ipsecfast.classifier import (
     H_BYTE0,
@@ -20,7 +21,6 @@ from ipsecfast.classifier import (
     Classifier,
 )
 from ipsecfast.packets import PacketBatch
-from test_classifier_match_lists import parse, r_case
 
 
 @pytest.mark.parametrize("seed", range(20))
