@@ -166,17 +166,24 @@ class _Timed:
         self.router = router
         self.seconds = 0.0
 
-    def _timed(self, fn: Any, ifname: str, batch: PacketBatch) -> Any:
+    def _timed(self, fn: Any, ifname: str, batch: PacketBatch, **kw: Any) -> Any:
         t = time.perf_counter()
-        res = fn(ifname, batch)
+        res = fn(ifname, batch, **kw)
         self.seconds += time.perf_counter() - t
         return res
 
-    def outbound(self, ifname: str, batch: PacketBatch) -> Any:
-        return self._timed(self.router.outbound, ifname, batch)
+    def outbound(self, ifname: str, batch: PacketBatch, **kw: Any) -> Any:
+        return self._timed(self.router.outbound, ifname, batch, **kw)
 
-    def inbound(self, ifname: str, batch: PacketBatch) -> Any:
-        return self._timed(self.router.inbound, ifname, batch)
+    def inbound(self, ifname: str, batch: PacketBatch, **kw: Any) -> Any:
+        return self._timed(self.router.inbound, ifname, batch, **kw)
+
+    # (the reader thread's share, not counted in ``router s``)
+    def prepare_outbound(self, ifname: str, batch: PacketBatch) -> Any:
+        return self.router.prepare_outbound(ifname, batch)
+
+    def prepare_inbound(self, ifname: str, batch: PacketBatch) -> Any:
+        return self.router.prepare_inbound(ifname, batch)
 
 
 def pcap_run(cfg_text: str, direction: str, src: Path, dst: Path,

@@ -164,7 +164,7 @@ class _Reader:
     most ``depth`` chunks wait. An error met while scanning is raised where its chunk
     would have been taken."""
 
-    def __init__(self, chunks: Iterator[Capture], threaded: bool = True, depth: int = 2) -> None:
+    def __init__(self, chunks: Iterator[Any], threaded: bool = True, depth: int = 2) -> None:
         import queue
         import threading
 
@@ -201,7 +201,7 @@ class _Reader:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> Iterator[Capture]:
+    def __iter__(self) -> Iterator[Any]:
         if not self._threaded:
             yield from self._chunks
             return
@@ -350,12 +350,24 @@ def run_pcap(
     if os.path.exists(target) and os.path.samefile(source, target):
         raise ValueError(f"{target}: the output would overwrite the input")
     process = router.outbound if direction == "encrypt" else router.inbound
+    # the router's stateless first step (classification / SPI lookup), done for a chunk on
+    # the reader thread while the router works on the one before (when it offers it)
+    prepare = getattr(router, "prepare_outbound" if direction == "encrypt"
+                      else "prepare_inbound", None)
+    if prepare is not None and not _takes_prepared(process):
+        prepare = None  # (a wrapped or stand-in router: its own first step only)
+
+    def staged(chunks: Iterator[Capture]) -> Iterator[tuple[Capture, Any, Any]]:
+        for sub in chunks:
+            ip = sub.ip_packets()
+            yield sub, ip, prepare(ifname, ip) if prepare is not None else None
+
     start = time.perf_counter()
     buf = pcap.map_file(source)
-    chunks = pcap.iter_chunks(buf, chunk_packets)
+    chunks = staged(pcap.iter_chunks(buf, chunk_packets))
     # the file header and the first chunk's records are checked before any output exists
     first = next(chunks)
-    linktype = first.linktype
+    linktype = first[0].linktype
     verdicts = np.zeros(len(Verdict), dtype=np.int64)
     reasons = np.zeros(256, dtype=np.int64)
     n = n_ip = bytes_in = 0
@@ -370,8 +382,9 @@ def run_pcap(
             try:  # (the writer is stopped before the file is closed, whatever happens)
                 reader = _Reader(chunks, threaded=threaded)
                 try:
-                    for sub in itertools.chain((first,), reader):
-                        res = process(ifname, sub.ip_packets())
+                    for sub, ip, pre in itertools.chain((first,), reader):
+                        res = (process(ifname, ip) if pre is None
+                               else process(ifname, ip, prepared=pre))
                         verdict = np.asarray(res.verdict)
                         n += len(sub)
                         n_ip += verdict.size
@@ -425,6 +438,16 @@ def run_pcap(
         "packets_per_second": round(n / seconds, 1) if seconds > 0 else 0.0,
         "megabits_per_second": round(bytes_in * 8 / seconds / 1e6, 3) if seconds > 0 else 0.0,
     }
+
+
+def _takes_prepared(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` (a router's outbound / inbound) takes ``prepared=``."""
+    import inspect
+
+    try:
+        return "prepared" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _reason_label(code: int) -> str:

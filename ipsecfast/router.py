@@ -290,6 +290,31 @@ class _Hdr(NamedTuple):
         return _Hdr(*(a[sel] for a in self))  # type: ignore[arg-type]
 
 
+class Prepared(NamedTuple):
+    """What ``Router.prepare_outbound`` / ``prepare_inbound`` worked out for a batch, ahead
+    of ``outbound`` / ``inbound`` (opaque)."""
+
+    batch: PacketBatch
+    made_with: Any  # the crypto map (SPD) or SPI table it was made with; None: nothing
+    result: Any
+
+
+def _classify_out(spd: CryptoMapSpd, batch: PacketBatch
+                  ) -> tuple[npt.NDArray[np.int64], PacketBatch, Classification, _Fields]:
+    """Outbound's first step: (positions of the IPv4 packets, those packets, their
+    classification, their header fields), from one compiled pass."""
+    cls, hdr = spd.lookup_with_headers(batch)
+    v4 = (hdr[:, H_BYTE0] >> 4) == 4  # (other packets pass: not the crypto map's)
+    if v4.all():
+        idx, cur = np.arange(len(batch), dtype=_I64), batch
+    else:
+        idx = np.flatnonzero(v4)
+        cur = _take(batch, idx)
+        cls = Classification(cls.lists[idx], cls.entries[idx], cls.status[idx])
+        hdr = hdr[idx]
+    return idx, cur, cls, _Fields.of(hdr, cls.status)
+
+
 class _Fields(NamedTuple):
     """The header fields outbound reads (int64 arrays; ``valid``: bool), as the
     classifier read them (``_Hdr`` without the fragment fields and SPIs)."""
@@ -1196,8 +1221,37 @@ class Router:
         name = self._interface(ifname)
         return name, self._iface_domain.get(name), _State(len(batch))
 
-    def outbound(self, ifname: str, batch: PacketBatch) -> RouterResult:
-        """Apply the interface's crypto map to packets leaving through ``ifname``."""
+    # -- preparation (any thread) ------------------------------------------------------------
+    def prepare_outbound(self, ifname: str, batch: PacketBatch) -> Prepared:
+        """The part of ``outbound(ifname, batch)`` that reads only the packets and the
+        crypto map: classification and header fields. It changes no state, so another
+        thread may run it while this router works on an earlier batch (``ipsecfast
+        encrypt`` does so on its reader thread); pass the result to ``outbound`` as
+        ``prepared``. It is used only if the crypto map is still the one it was made
+        with, else ``outbound`` classifies again."""
+        dom = self._iface_domain.get(self._interface(ifname))
+        if dom is None or not isinstance(batch, PacketBatch) or len(batch) == 0:
+            return Prepared(batch, None, None)
+        spd = dom.spd
+        return Prepared(batch, spd, _classify_out(spd, batch))
+
+    def prepare_inbound(self, ifname: str, batch: PacketBatch) -> Prepared:
+        """As ``prepare_outbound``, for ``inbound``: the SPI lookup of every packet,
+        made with the SA database as it is now (``inbound`` uses it only if no SA was
+        added or deleted since)."""
+        dom = self._iface_domain.get(self._interface(ifname))
+        if dom is None or not isinstance(batch, PacketBatch) or len(batch) == 0:
+            return Prepared(batch, None, None)
+        local = dom.local_int
+        table = self.sad.cached_inbound_table(dom.id, local)
+        if table is None:  # (building it reads the SAD: left to the router's own thread)
+            return Prepared(batch, None, None)
+        return Prepared(batch, table, spi_lookup(batch, local, table[0]))
+
+    def outbound(self, ifname: str, batch: PacketBatch, *,
+                 prepared: Prepared | None = None) -> RouterResult:
+        """Apply the interface's crypto map to packets leaving through ``ifname``
+        (``prepared``: ``prepare_outbound(ifname, batch)``, made ahead)."""
         name, dom, st = self._start(ifname, batch)
         now = self._tick()
         if dom is None or len(batch) == 0:
@@ -1205,18 +1259,13 @@ class Router:
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
         # one compiled pass classifies the packets and reads the header fields used below
-        cls, hdr = dom.spd.lookup_with_headers(batch)
-        v4 = (hdr[:, H_BYTE0] >> 4) == 4  # (other packets pass: not the crypto map's)
-        if v4.all():
-            idx, cur = np.arange(len(batch), dtype=_I64), batch
+        if (prepared is not None and prepared.batch is batch and prepared.made_with is dom.spd
+                and prepared.result is not None):
+            idx, cur, cls, f = prepared.result
         else:
-            idx = np.flatnonzero(v4)
-            cur = _take(batch, idx)
-            cls = Classification(cls.lists[idx], cls.entries[idx], cls.status[idx])
-            hdr = hdr[idx]
+            idx, cur, cls, f = _classify_out(dom.spd, batch)
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
-        f: _Hdr | _Fields = _Fields.of(hdr, cls.status)
         applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
         for depth in range(self.nesting_depth):
             matched = (lists >= 0) & ~bad
@@ -1595,8 +1644,10 @@ class Router:
         return res
 
     # -- inbound ---------------------------------------------------------------------------
-    def inbound(self, ifname: str, batch: PacketBatch) -> RouterResult:
-        """Process packets arriving on ``ifname``."""
+    def inbound(self, ifname: str, batch: PacketBatch, *,
+                prepared: Prepared | None = None) -> RouterResult:
+        """Process packets arriving on ``ifname`` (``prepared``:
+        ``prepare_inbound(ifname, batch)``, made ahead)."""
         name, dom, st = self._start(ifname, batch)
         now = self._tick()
         if dom is None or len(batch) == 0:
@@ -1607,10 +1658,15 @@ class Router:
         # One compiled pass maps every packet to its SA by (destination, protocol, SPI),
         # or says why not: not IPv4, clear text, a fragment, options, too short, or an
         # SPI no SA has (dropped here, so a flood of random SPIs costs no Python).
-        keys, table = self.sad.inbound_table(dom.id, local)
+        made = self.sad.inbound_table(dom.id, local)
+        keys, table = made
         idx = np.arange(len(batch), dtype=_I64)
         cur = batch
-        kinds, slots = spi_lookup(cur, local, keys)
+        if (prepared is not None and prepared.batch is batch and prepared.made_with is made
+                and prepared.result is not None):
+            kinds, slots = prepared.result
+        else:
+            kinds, slots = spi_lookup(cur, local, keys)
         clear = np.flatnonzero(kinds == SPI_CLEAR)
         if clear.size:
             sub = _take(cur, clear)

@@ -187,6 +187,12 @@ class SecurityAssociationDatabase:
                        ) -> SaRecord | None:
         return self._inbound.get((domain, destination, proto_number, spi))
 
+    def cached_inbound_table(self, domain: int, destination: int
+                             ) -> tuple[npt.NDArray[np.int64], list[SaRecord]] | None:
+        """``inbound_table`` if it is built, else None (a read another thread may make
+        while the SAD changes: it never iterates the SAs)."""
+        return self._known.get((domain, destination))
+
     def inbound_table(self, domain: int, destination: int
                       ) -> tuple[npt.NDArray[np.int64], list[SaRecord]]:
         """The inbound SAs addressed to ``destination`` in ``domain``: sorted ``protocol

@@ -1,0 +1,101 @@
+"""``Router.prepare_outbound`` / ``prepare_inbound``: the stateless first step of a batch,
+made ahead (``ipsecfast encrypt`` / ``decrypt`` make it on their reader thread). The
+router's answer with a prepared batch must be the answer without one, and a preparation
+made before the crypto map or the SA database changed must not be used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scapy")
+from test_ike_kit import BYPASS, HOST_B, IF, M_ADDR, N_ADDR, Y_TO_X, Clock, config  # noqa: E402
+from test_router_kit import manual_pair, udp  # noqa: E402
+from test_router_sa import ike_pair  # noqa: E402
+
+from ipsecfast import PacketBatch, Status, parse_config  # noqa: E402
+from ipsecfast.router import Router  # noqa: E402
+
+
+def _same(a: object, b: object, bytes_too: bool = True) -> None:
+    for field in ("verdict", "reason", "entry", "sa"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    pa, pb = a.packets, b.packets  # type: ignore[attr-defined]
+    assert np.array_equal(pa.lengths, pb.lengths)
+    if bytes_too:
+        assert pa.equals(pb).all()
+
+
+def _traffic() -> PacketBatch:
+    pkts = [udp("10.1.0.5", "10.2.0.7", i=i) for i in range(20)]
+    pkts += [udp("10.9.0.1", "10.2.0.1"), b"\x60" + bytes(39), b"", udp("10.1.0.1", "10.2.0.1")[:30]]
+    return PacketBatch.from_list(pkts)
+
+
+@pytest.mark.parametrize("spec", ["esp-aes esp-sha-hmac", "esp-gcm", "ah-sha-hmac esp-aes"])
+def test_prepared_batches_give_the_same_answers(spec: str) -> None:
+    a, b, _ = manual_pair(spec)
+    ra1, rb1, ra2, rb2 = Router(a), Router(b), Router(a), Router(b)
+    clear = _traffic()
+    out1 = ra1.outbound(IF, clear)
+    out2 = ra2.outbound(IF, clear, prepared=ra2.prepare_outbound(IF, clear))
+    _same(out1, out2, bytes_too=False)  # (fresh random IVs / salts: other ciphertext)
+    back1 = Router(b).inbound(IF, out1.packets[out1.verdict == 1]).packets
+    back2 = Router(b).inbound(IF, out2.packets[out2.verdict == 1]).packets
+    assert back1.equals(back2).all() and back1.to_list() == clear[out1.verdict == 1].to_list()
+    wire = out1.packets[out1.verdict != 2]
+    for r in (rb1, rb2):  # the same first batch: each builds its SPI table
+        r.inbound(IF, wire[:1])
+    in1 = rb1.inbound(IF, wire)
+    pre = rb2.prepare_inbound(IF, wire)
+    assert pre.result is not None
+    in2 = rb2.inbound(IF, wire, prepared=pre)
+    _same(in1, in2)
+    assert int((in2.verdict == 1).sum()) == 20 and int((in2.verdict == 0).sum()) == 3
+
+
+def test_a_preparation_for_another_batch_is_not_used() -> None:
+    a, _, _ = manual_pair("esp-gcm")
+    r = Router(a)
+    one, other = _traffic(), PacketBatch.from_list([udp("10.9.0.1", "10.9.0.2")])
+    res = r.outbound(IF, other, prepared=r.prepare_outbound(IF, one))
+    assert res.verdict.tolist() == [BYPASS]
+
+
+def test_outbound_classifies_again_after_the_crypto_map_changed() -> None:
+    """A preparation made before ``set_entry_flows`` gave a template its access list
+    still says "no entry": the router must see the entry (no SA: dropped)."""
+    text = config(N_ADDR, M_ADDR, Y_TO_X, dynamic=" set transform-set T") + (
+        f"access-list 102 permit ip host {HOST_B} 10.0.3.0 0.0.0.255\n")
+    cfg = parse_config(text)
+    r = Router(cfg, clock=Clock())
+    (dyn,) = [e for e in r.entries if e.dynamic]
+    pkts = PacketBatch.from_list([udp(HOST_B, "10.0.3.1")])
+    stale = r.prepare_outbound(IF, pkts)
+    assert r.outbound(IF, pkts, prepared=stale).verdict.tolist() == [BYPASS]
+    r.set_entry_flows(dyn.index, cfg.access_lists["102"])
+    assert r.outbound(IF, pkts, prepared=stale).reason.tolist() == [Status.NO_SA]
+
+
+def test_inbound_looks_up_again_after_the_sad_changed() -> None:
+    """A preparation made while an SA existed is not used once it is cleared: the
+    packet's SPI is then unknown."""
+    ra, rb, _ = ike_pair()
+    out = ra.outbound(IF, PacketBatch.from_list([udp("10.1.0.5", "10.2.0.7")]))
+    assert out.verdict.tolist() == [1]
+    assert rb.inbound(IF, out.packets).verdict.tolist() == [1]  # (builds B's SPI table)
+    stale = rb.prepare_inbound(IF, out.packets)
+    assert stale.result is not None
+    rb.clear_crypto_sa()
+    res = rb.inbound(IF, out.packets, prepared=stale)
+    assert res.reason.tolist() == [Status.UNKNOWN_SPI]
+
+
+def test_inbound_without_a_built_table_prepares_nothing() -> None:
+    """Building the SPI table reads the SA database: the preparing thread leaves it to
+    the router's own thread."""
+    ra, rb, _ = ike_pair()
+    out = ra.outbound(IF, PacketBatch.from_list([udp("10.1.0.5", "10.2.0.7")]))
+    pre = rb.prepare_inbound(IF, out.packets)
+    assert pre.result is None
+    assert rb.inbound(IF, out.packets, prepared=pre).verdict.tolist() == [1]
