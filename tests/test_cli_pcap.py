@@ -367,6 +367,39 @@ def test_chunks_do_not_change_the_output(tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
+def test_crypto_threads_option(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--crypto-threads N`` reaches ``Router(crypto_threads=N)`` and changes no byte of
+    the output; a value that is not a thread count is a usage error (exit 2)."""
+    import ipsecfast.cli as cli
+    from ipsecfast.router import Router
+
+    made: list[int] = []
+    real = cli._router
+
+    def spy(config: object, crypto_threads: int | None = None) -> Router:
+        router = real(config, crypto_threads)  # type: ignore[arg-type]
+        made.append(router.crypto_threads)
+        return router
+
+    monkeypatch.setattr(cli, "_router", spy)
+    pair = make_pair(tmp_path, "esp-null esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
+    one, two, dec = tmp_path / "one.pcap", tmp_path / "two.pcap", tmp_path / "d.pcap"
+    assert encrypt(pair, clear, one, "--crypto-threads", "1") == 0
+    assert encrypt(pair, clear, two, "--crypto-threads", "3") == 0
+    assert decrypt(pair, two, dec, "--crypto-threads", "2") == 0
+    assert made == [1, 3, 2]
+    assert two.read_bytes() == one.read_bytes()
+    assert dec.read_bytes() == clear.read_bytes()
+    for bad in ("0", "65", "x"):
+        with pytest.raises(SystemExit) as exc:
+            encrypt(pair, clear, tmp_path / "bad.pcap", "--crypto-threads", bad)
+        assert exc.value.code == 2
+        assert "thread count" in capsys.readouterr().err
+
+
 def test_drops_are_counted_by_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
     prot = protected_packets("tunnel", 6)
