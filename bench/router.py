@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         enc, dec = work / "enc.pcap", work / "dec.pcap"
         best: dict[str, tuple[float, float]] = {}
         floor: dict[str, float] = {}
+        bare, multi = [], []
+        # every repeat runs each measurement once, so that the best of each comes from the
+        # same stretch of time (a shared machine's speed drifts by tens of percent)
         for _ in range(args.repeats):
             for op, cfg, src, dst in (("encrypt", cfg_a, clear, enc), ("decrypt", cfg_b, enc, dec)):
                 total, inside, summary = pcap_run(cfg, op, src, dst, args.crypto_threads)
@@ -351,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                 fl = floor_run(op, src, work / "floor.pcap")
                 floor[op] = min(floor.get(op, fl), fl)
             assert dec.read_bytes() == clear.read_bytes(), "decrypt(encrypt(x)) != x"
-        bare = [bare_run(ts_text, packets) for _ in range(args.repeats)]
+            bare.append(bare_run(ts_text, packets))
+            multi.append(bare_multi_run(ts_text, packets, args.entries))
         bare_best = {"encrypt": min(b[0] for b in bare), "decrypt": min(b[1] for b in bare)}
-        multi = [bare_multi_run(ts_text, packets, args.entries) for _ in range(args.repeats)]
         multi_best = {"encrypt": min(m[0] for m in multi), "decrypt": min(m[1] for m in multi)}
         for op in ("encrypt", "decrypt"):
             total, inside = best[op]
