@@ -34,7 +34,6 @@ from ipsecfast.cli import CHUNK_PACKETS, tune_allocator  # noqa: E402
 from ipsecfast.sa import MODE_IDS, SecurityAssociation, _encapsulate_multi  # noqa: E402
 from ipsecfast.transform import parse_transforms  # noqa: E402
 
-
 TUNNEL = MODE_IDS["tunnel"]
 
 
