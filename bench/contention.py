@@ -82,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'transform set':<24} {'alone s':>8} {'+copy s':>8} {'copy x':>7} "
           f"{'2 thr s':>8} {'2 thr x':>7}")
     for ts in transforms:
-        def one() -> float:
+        def one(ts: str = ts) -> float:
             sa = _sa(ts)
             t = time.perf_counter()
             for c in chunks:
                 sa.encapsulate(c)
             return time.perf_counter() - t
 
-        def split() -> float:
+        def split(ts: str = ts) -> float:
             sas = [_sa(ts) for _ in range(100)]
             grow = sas[0]._max_growth(TUNNEL)
             t = time.perf_counter()
