@@ -58,6 +58,7 @@ class Compiled:
         max_rows: int,
         entries: npt.NDArray[np.int32],
         status: npt.NDArray[np.uint8],
+        fields: npt.NDArray[np.uint32] | None = ...,
     ) -> None: ...
     def classify_packets(
         self,

@@ -335,9 +335,19 @@ class Classifier:
         )
         return Classification(lists, entries, status), headers
 
-    def match_lists(
+    def match_lists_with_headers(
         self, batch: PacketBatch, lists: npt.ArrayLike, mirror: bool = False, *,
         max_rows: int = 64,
+    ) -> tuple[Classification, npt.NDArray[np.uint32]]:
+        """``match_lists``, plus the header fields read on the way (the array of
+        ``lookup_with_headers``)."""
+        headers = np.empty((len(batch), HEADER_COLUMNS), dtype=np.uint32)
+        return self.match_lists(batch, lists, mirror, max_rows=max_rows,
+                                _headers=headers), headers
+
+    def match_lists(
+        self, batch: PacketBatch, lists: npt.ArrayLike, mirror: bool = False, *,
+        max_rows: int = 64, _headers: npt.NDArray[np.uint32] | None = None,
     ) -> Classification:
         """Packet i against list ``lists[i]`` alone: ``entries[i]`` is the index of that
         list's first entry matching the packet if it is a ``permit``, else -1 (a ``deny``,
@@ -360,7 +370,7 @@ class Classifier:
         entries = np.empty(n, dtype=np.int32)
         status = np.empty(n, dtype=np.uint8)
         self._compiled.match_lists(batch.buffer, batch.offsets, batch.lengths, want,
-                                   bool(mirror), int(max_rows), entries, status)
+                                   bool(mirror), int(max_rows), entries, status, _headers)
         return Classification(want, entries, status)
 
     @overload

@@ -113,12 +113,15 @@ class CryptoMapSpd:
         return np.where((res.lists == 0) & (res.status == 0), res.entries, -1).astype(np.int32)
 
     def flows_match(self, entries: npt.NDArray[np.int64], batch: PacketBatch,
-                    mirror: bool = True) -> npt.NDArray[np.int32]:
+                    mirror: bool = True
+                    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint32]]:
         """``flow_match`` for many entries at once: packet i against entry
         ``entries[i]``'s list alone. Short lists are scanned in one compiled pass over the
         batch; the packets of a long list (more than ``FLOW_SCAN_ROWS`` compiled rows) go
-        through that entry's own classifier."""
-        res = self._classifier.match_lists(batch, entries, mirror, max_rows=FLOW_SCAN_ROWS)
+        through that entry's own classifier. Returns the ACE per packet and the header
+        fields the pass read (``Classifier.lookup_with_headers``' array, not mirrored)."""
+        res, headers = self._classifier.match_lists_with_headers(
+            batch, entries, mirror, max_rows=FLOW_SCAN_ROWS)
         ace = res.entries
         long = np.flatnonzero(ace == -2)
         if long.size:
@@ -127,7 +130,7 @@ class CryptoMapSpd:
                 sel = long[which == e]
                 sub = PacketBatch._trusted(batch.buffer, batch.offsets[sel], batch.lengths[sel])
                 ace[sel] = self.flow_match(e, sub, mirror)
-        return ace
+        return ace, headers
 
 
 # Compiled rows of an entry's list up to which the inner-flow check scans the list per

@@ -57,7 +57,6 @@ from .sa import (
     SPI_FRAGMENT,
     SPI_OK,
     SPI_OPTIONS,
-    SPI_OTHER,
     SPI_TRUNCATED,
     SPI_UNKNOWN,
     SaResult,
@@ -1733,7 +1732,7 @@ class Router:
                     s_ooff[a:b] = res.packets.offsets
                     s_olen[a:b] = res.packets.lengths
             # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
-            self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen)
+            inner_hdr = self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen)
             g_entry = np.full(ng, -1, dtype=_I64)
             g_sa = np.full(ng, -1, dtype=_I64)
             for g, rec in enumerate(recs):
@@ -1744,8 +1743,12 @@ class Router:
             gi = idx[sp]
             self._count_in_groups(recs, gsel, s_status, s_len, now, gi)
             found = g_sa[gsel] >= 0
-            st.entry[gi[found]] = g_entry[gsel][found]
-            st.sa[gi[found]] = g_sa[gsel][found]
+            if found.all():
+                st.entry[gi] = g_entry[gsel]
+                st.sa[gi] = g_sa[gsel]
+            else:
+                st.entry[gi[found]] = g_entry[gsel][found]
+                st.sa[gi[found]] = g_sa[gsel][found]
             ok = s_status == 0
             if ok.all():
                 okp: npt.NDArray[np.int64] | slice = slice(None)
@@ -1763,9 +1766,11 @@ class Router:
             if depth + 1 == self.nesting_depth:
                 final.append((gpos, layer))
                 break
-            # peel again what is still ESP / AH for us (nested protection)
-            kinds, slots = spi_lookup(layer, local, keys)
-            more = (kinds != SPI_OTHER) & (kinds != SPI_CLEAR)
+            # peel again what is still ESP / AH for us (nested protection), known from the
+            # inner headers the flow check read (every packet still here parsed as IPv4)
+            assert inner_hdr is not None and len(inner_hdr) == len(layer)
+            proto = inner_hdr[:, H_PROTO]
+            more = ((proto == 50) | (proto == 51)) & (inner_hdr[:, H_DST].astype(_I64) == local)
             if not more.any():
                 final.append((gpos, layer))
                 break
@@ -1774,7 +1779,7 @@ class Router:
             nxt = np.nonzero(more)[0]
             cur = _take(layer, nxt)
             idx = gpos[nxt]
-            kinds, slots = kinds[nxt], slots[nxt]
+            kinds, slots = spi_lookup(cur, local, keys)
         return st.result(batch, final, name, self, "recv", spare)
 
     def _inbound_clear(self, dom: _Domain, st: _State, idx: npt.NDArray[np.int64],
@@ -1820,15 +1825,16 @@ class Router:
     def _inner_flow(self, dom: _Domain, recs: Sequence[SaRecord | None],
                     gsel: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
                     out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
-                    lens: npt.NDArray[np.int64]) -> None:
+                    lens: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32] | None:
         """DESIGN.md §Policy 4 for every opened packet of a layer: status
         INNER_FLOW_MISMATCH where the inner packet is not in the flow of the SA that
         carried it (packet i carried by ``recs[gsel[i]]``): the first entry of the SA's
         own access list that matches it (mirrored) must be the permit the SA was made
-        for (per-host SAs: any permit, between the SA's two hosts)."""
+        for (per-host SAs: any permit, between the SA's two hosts). Returns the inner
+        header fields (``H_*`` columns) of the packets still at status 0, in order."""
         okp = np.nonzero(status == 0)[0]
         if okp.size == 0:
-            return
+            return None
         inner = PacketBatch._trusted(out, off[okp], lens[okp])
         g_le = np.array([r.pair.entry - dom.offset if r is not None and r.pair is not None
                          else -2 for r in recs], dtype=_I64)
@@ -1836,19 +1842,22 @@ class Router:
                           for r in recs], dtype=_I64)
         grp = gsel[okp]
         # (an SA of this domain's SAD was made for an entry of this domain's crypto map)
-        ace = dom.spd.flows_match(g_le[grp], inner, mirror=True)
+        ace, hdr = dom.spd.flows_match(g_le[grp], inner, mirror=True)
         a = g_ace[grp]
         good = np.where(a >= 0, ace == a, ace >= 0)
         hosts = np.nonzero(a < 0)[0]
         if hosts.size:  # per-host SAs: the inner packet is between the SA's two hosts
-            fi = _header(_take(inner, hosts))
             g_hs = np.array([r.pair.scope[2] if r is not None and r.pair is not None else -1
                              for r in recs], dtype=_I64)
             g_hd = np.array([r.pair.scope[3] if r is not None and r.pair is not None else -1
                              for r in recs], dtype=_I64)
             gh = grp[hosts]
-            good[hosts] &= (fi.src == g_hd[gh]) & (fi.dst == g_hs[gh])
+            good[hosts] &= ((hdr[hosts, H_SRC].astype(_I64) == g_hd[gh])
+                            & (hdr[hosts, H_DST].astype(_I64) == g_hs[gh]))
+        if good.all():
+            return hdr
         status[okp[~good]] = Status.INNER_FLOW_MISMATCH
+        return hdr[good]
 
     def _open_multi(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
                     sub: PacketBatch, out: npt.NDArray[np.uint8],

@@ -1028,13 +1028,16 @@ cdef class Compiled:
 
     def match_lists(self, const uint8_t[::1] buf, const int64_t[::1] offsets,
                     const int64_t[::1] lengths, const int32_t[::1] want, bint mirror,
-                    int max_rows, int32_t[::1] entries, uint8_t[::1] status):
+                    int max_rows, int32_t[::1] entries, uint8_t[::1] status,
+                    uint32_t[:, ::1] fields=None):
         """Per packet i, list ``want[i]`` alone (no deny-skip to other lists): the entry
         index of its first row that matches if that row is a permit, else -1 (a deny, no
         match, or an unreadable packet: ``status``); -2 where the list has more than
         ``max_rows`` rows (whole packets or fragments; not scanned: the caller decides). A
-        linear scan of the list's rows, for short lists such as crypto ACLs."""
+        linear scan of the list's rows, for short lists such as crypto ACLs. ``fields``:
+        as for ``classify_packets``."""
         cdef Py_ssize_t n = offsets.shape[0], i, ahead
+        cdef uint32_t* fp = NULL
         cdef Py_ssize_t size = buf.shape[0]
         cdef const uint8_t* base = &buf[0] if size > 0 else NULL
         cdef Key k
@@ -1050,6 +1053,11 @@ cdef class Compiled:
                 raise ValueError("a packet lies outside the buffer")
             if want[i] < 0 or want[i] >= self.nlists:
                 raise ValueError(f"list {want[i]} is not one of the {self.nlists} lists")
+        if fields is not None:
+            if fields.shape[0] != n or fields.shape[1] != FIELD_COLUMNS:
+                raise ValueError(f"fields must be ({n}, {FIELD_COLUMNS})")
+            if n:
+                fp = &fields[0, 0]
         with nogil:
             for i in range(n):
                 if i + 4 < n:  # each packet's header is a new cache line
@@ -1059,6 +1067,9 @@ cdef class Compiled:
                 st = parse_ipv4(base + offsets[i], lengths[i], &k)
                 status[i] = st
                 entries[i] = -1
+                if fp != NULL:
+                    put_fields(fp + i * FIELD_COLUMNS, &k, st == ST_OK, base + offsets[i],
+                               lengths[i])
                 if st != ST_OK:
                     continue
                 if mirror:

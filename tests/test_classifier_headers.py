@@ -49,3 +49,15 @@ def test_headers_and_classification(seed: int, mirror: bool) -> None:
         assert row[[H_SRC, H_DST, H_PROTO, H_TOS, H_FRAG]].tolist() == [
             f.source, f.destination, f.protocol, f.tos, f.fragment], i
         assert (int(row[H_SPORT]), int(row[H_DPORT])) == ports, i
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_match_lists_reads_the_same_headers(seed: int) -> None:
+    acls, pkts, lists = r_case(seed)
+    batch = PacketBatch.from_list(pkts)
+    clf = Classifier(acls)
+    res, hdr = clf.match_lists_with_headers(batch, lists, mirror=True)
+    assert np.array_equal(hdr, clf.lookup_with_headers(batch, mirror=True)[1])
+    plain = clf.match_lists(batch, lists, mirror=True)
+    for got, want in zip(res, plain, strict=True):
+        assert got.tolist() == want.tolist()
