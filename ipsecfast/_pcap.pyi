@@ -52,6 +52,23 @@ def write_rebuilt(
     linktype: int,
     out: _U8,
 ) -> int: ...
+def write_rebuilt_fd(
+    fd: int,
+    src: _U8,
+    src_off: _I64,
+    src_len: _I64,
+    hdr_len: _I64,
+    pkt_index: _I64,
+    pkt_buf: _U8,
+    pkt_off: _I64,
+    pkt_len: _I64,
+    out_len: _I64,
+    orig_lengths: _I64,
+    timestamps: _I64,
+    nano: bool,
+    linktype: int,
+    stage: _U8,
+) -> int: ...
 def gather_prefix(buf: _U8, offsets: _I64, lengths: _I64, out: _U8) -> None: ...
 def same_spans(
     a: _U8, a_off: _I64, a_len: _I64, b: _U8, b_off: _I64, b_len: _I64, out: _U8

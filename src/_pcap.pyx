@@ -16,6 +16,8 @@ Byte layouts:
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport write
 
 import numpy as np
 
@@ -686,8 +688,13 @@ def parse_links(const uint8_t[::1] buf, const int64_t[::1] offsets,
     captured), which drops link-layer trailers such as Ethernet padding or an FCS;
     otherwise everything after the link header. Returns ``(l3, ip_len, is_ipv4)``.
     """
-    cdef int64_t n = offsets.shape[0], i, l3, avail, tl
+    cdef int64_t n = offsets.shape[0], i, l3, avail, tl, size = buf.shape[0]
     cdef bint v4
+    if lengths.shape[0] != n:
+        raise ValueError("array lengths disagree")
+    for i in range(n):  # (the callers pass scanned spans; checked again, cheaply)
+        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > size - lengths[i]:
+            raise ValueError(f"frame {i} lies outside the buffer")
     l3_arr = np.empty(n, np.int64)
     len_arr = np.empty(n, np.int64)
     v4_arr = np.zeros(n, np.uint8)
@@ -798,24 +805,16 @@ def write_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
             pos += 16 + lengths[i]
 
 
-def write_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
-                  const int64_t[::1] src_len, const int64_t[::1] hdr_len,
-                  const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
-                  const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
-                  const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
-                  const int64_t[::1] timestamps, bint nano, int linktype, uint8_t[::1] out):
-    """``rebuild`` and ``write_records`` in one pass: record k (§5, little-endian) is its
-    16-byte header (``timestamps[k]``, ``out_len[k]``, ``orig_lengths[k]``), then a copy
-    of source frame k (``pkt_index[k] < 0``) or its first ``hdr_len[k]`` bytes followed by
-    new packet ``pkt_index[k]`` and zero bytes up to ``out_len[k]`` (padding), records
-    back to back from ``out[0]``; returns the bytes written. Every span read and written
-    is checked first (ValueError); timestamps were range-checked by the caller."""
-    cdef int64_t n = src_off.shape[0], k, j, h, pos = 0, ts, body
+cdef _check_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
+                    const int64_t[::1] src_len, const int64_t[::1] hdr_len,
+                    const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
+                    const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
+                    const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
+                    const int64_t[::1] timestamps):
+    """Every span ``_format_record`` will read, checked (ValueError); the bytes of all
+    the records."""
+    cdef int64_t n = src_off.shape[0], k, j, h, body, pos = 0
     cdef int64_t ssize = src.shape[0], psize = pkt_buf.shape[0], npk = pkt_off.shape[0]
-    cdef int64_t div = 1 if nano else 1000
-    cdef const uint8_t* sbase = &src[0] if ssize else NULL
-    cdef const uint8_t* pbase = &pkt_buf[0] if psize else NULL
-    cdef uint8_t* o
     if (src_len.shape[0] != n or hdr_len.shape[0] != n or pkt_index.shape[0] != n
             or out_len.shape[0] != n or orig_lengths.shape[0] != n
             or timestamps.shape[0] != n or pkt_len.shape[0] != npk):
@@ -835,37 +834,181 @@ def write_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
                     or pkt_off[j] > psize - pkt_len[j] or out_len[k] < h + pkt_len[j]):
                 raise ValueError(f"frame {k} is outside its buffer")
             body = out_len[k]
-        if body > 0xFFFFFFFF or body > out.shape[0] - 16 - pos:
-            raise ValueError("the output buffer is too small")
+        if body > 0xFFFFFFFF:
+            raise ValueError("a frame is too long")
         pos += 16 + body
+    return pos
+
+
+cdef struct Rebuild:
+    # raw views of ``write_rebuilt``'s arguments (checked by ``_check_rebuilt``)
+    const uint8_t* src
+    const int64_t* src_off
+    const int64_t* src_len
+    const int64_t* hdr_len
+    const int64_t* pkt_index
+    const uint8_t* pkt_buf
+    const int64_t* pkt_off
+    const int64_t* pkt_len
+    const int64_t* out_len
+    const int64_t* orig
+    const int64_t* ts
+    int64_t div
+    int linktype
+
+
+cdef inline void _format_record(uint8_t* o, int64_t k, const Rebuild* r) noexcept nogil:
+    """Record k (checked by ``_check_rebuilt``) at ``o``: 16 + out_len[k] bytes."""
+    cdef int64_t ts = r.ts[k], j = r.pkt_index[k], h, plen
+    wr32le(o, <uint32_t>(ts // 1000000000))
+    wr32le(o + 4, <uint32_t>((ts % 1000000000) // r.div))
+    wr32le(o + 8, <uint32_t>r.out_len[k])
+    wr32le(o + 12, <uint32_t>r.orig[k])
+    o += 16
+    if j < 0:
+        if r.src_len[k]:
+            memcpy(o, r.src + r.src_off[k], r.src_len[k])
+        return
+    h = r.hdr_len[k]
+    plen = r.pkt_len[j]
+    if h:
+        memcpy(o, r.src + r.src_off[k], h)
+    if plen:
+        memcpy(o + h, r.pkt_buf + r.pkt_off[j], plen)
+    if r.out_len[k] > h + plen:
+        memset(o + h + plen, 0, r.out_len[k] - h - plen)
+    if r.linktype == 1:
+        fix_8023_length(o, h + plen)
+
+
+cdef Rebuild _rebuild_view(const uint8_t[::1] src, const int64_t[::1] src_off,
+                           const int64_t[::1] src_len, const int64_t[::1] hdr_len,
+                           const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
+                           const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
+                           const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
+                           const int64_t[::1] timestamps, bint nano, int linktype):
+    cdef Rebuild r
+    r.src = &src[0] if src.shape[0] else NULL
+    r.pkt_buf = &pkt_buf[0] if pkt_buf.shape[0] else NULL
+    r.src_off = &src_off[0] if src_off.shape[0] else NULL
+    r.src_len = &src_len[0] if src_len.shape[0] else NULL
+    r.hdr_len = &hdr_len[0] if hdr_len.shape[0] else NULL
+    r.pkt_index = &pkt_index[0] if pkt_index.shape[0] else NULL
+    r.pkt_off = &pkt_off[0] if pkt_off.shape[0] else NULL
+    r.pkt_len = &pkt_len[0] if pkt_len.shape[0] else NULL
+    r.out_len = &out_len[0] if out_len.shape[0] else NULL
+    r.orig = &orig_lengths[0] if orig_lengths.shape[0] else NULL
+    r.ts = &timestamps[0] if timestamps.shape[0] else NULL
+    r.div = 1 if nano else 1000
+    r.linktype = linktype
+    return r
+
+
+def write_rebuilt(const uint8_t[::1] src, const int64_t[::1] src_off,
+                  const int64_t[::1] src_len, const int64_t[::1] hdr_len,
+                  const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
+                  const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
+                  const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
+                  const int64_t[::1] timestamps, bint nano, int linktype, uint8_t[::1] out):
+    """``rebuild`` and ``write_records`` in one pass: record k (§5, little-endian) is its
+    16-byte header (``timestamps[k]``, ``out_len[k]``, ``orig_lengths[k]``), then a copy
+    of source frame k (``pkt_index[k] < 0``) or its first ``hdr_len[k]`` bytes followed by
+    new packet ``pkt_index[k]`` and zero bytes up to ``out_len[k]`` (padding), records
+    back to back from ``out[0]``; returns the bytes written. Every span read and written
+    is checked first (ValueError); timestamps were range-checked by the caller."""
+    cdef int64_t n = src_off.shape[0], k, pos = 0
+    cdef int64_t need = _check_rebuilt(src, src_off, src_len, hdr_len, pkt_index, pkt_buf,
+                                       pkt_off, pkt_len, out_len, orig_lengths, timestamps)
+    cdef uint8_t* o
+    cdef Rebuild r
+    if need > out.shape[0]:
+        raise ValueError("the output buffer is too small")
     if n == 0:
         return 0
+    r = _rebuild_view(src, src_off, src_len, hdr_len, pkt_index, pkt_buf, pkt_off, pkt_len,
+                      out_len, orig_lengths, timestamps, nano, linktype)
     o = &out[0]
-    pos = 0
     with nogil:
         for k in range(n):
-            ts = timestamps[k]
-            wr32le(o + pos, <uint32_t>(ts // 1000000000))
-            wr32le(o + pos + 4, <uint32_t>((ts % 1000000000) // div))
-            wr32le(o + pos + 8, <uint32_t>out_len[k])
-            wr32le(o + pos + 12, <uint32_t>orig_lengths[k])
-            pos += 16
-            j = pkt_index[k]
-            if j < 0:
-                if src_len[k]:
-                    memcpy(o + pos, sbase + src_off[k], src_len[k])
-            else:
-                h = hdr_len[k]
-                if h:
-                    memcpy(o + pos, sbase + src_off[k], h)
-                if pkt_len[j]:
-                    memcpy(o + pos + h, pbase + pkt_off[j], pkt_len[j])
-                if out_len[k] > h + pkt_len[j]:
-                    memset(o + pos + h + pkt_len[j], 0, out_len[k] - h - pkt_len[j])
-                if linktype == 1:
-                    fix_8023_length(o + pos, h + pkt_len[j])
-            pos += out_len[k]
+            _format_record(o + pos, k, &r)
+            pos += 16 + r.out_len[k]
     return pos
+
+
+cdef int _write_all(int fd, const uint8_t* p, int64_t n) noexcept nogil:
+    """write() until all ``n`` bytes are written (short writes resumed, EINTR retried):
+    0, or the errno."""
+    cdef ssize_t done
+    while n > 0:
+        done = write(fd, p, <size_t>n)
+        if done < 0:
+            if errno == EINTR:
+                continue
+            return errno if errno else 5
+        if done == 0:
+            return 5  # EIO: a file that takes nothing would loop forever
+        p += done
+        n -= done
+    return 0
+
+
+def write_rebuilt_fd(int fd, const uint8_t[::1] src, const int64_t[::1] src_off,
+                     const int64_t[::1] src_len, const int64_t[::1] hdr_len,
+                     const int64_t[::1] pkt_index, const uint8_t[::1] pkt_buf,
+                     const int64_t[::1] pkt_off, const int64_t[::1] pkt_len,
+                     const int64_t[::1] out_len, const int64_t[::1] orig_lengths,
+                     const int64_t[::1] timestamps, bint nano, int linktype,
+                     uint8_t[::1] stage):
+    """``write_rebuilt`` straight to the file descriptor ``fd``: the records are formatted
+    into ``stage`` (small enough to stay in the CPU cache) and written from there each
+    time it fills, so the formatted bytes never travel to memory and back before the
+    kernel copies them. A record larger than ``stage`` is formatted in a buffer of its
+    own. Same checks, same bytes; returns the bytes written; OSError if the file
+    refuses them."""
+    cdef int64_t n = src_off.shape[0], k, pos = 0, total = 0, rec, cap = stage.shape[0]
+    cdef uint8_t* sp = &stage[0] if cap else NULL
+    cdef uint8_t* big = NULL
+    cdef uint8_t* o
+    cdef int err = 0
+    cdef Rebuild r
+    _check_rebuilt(src, src_off, src_len, hdr_len, pkt_index, pkt_buf, pkt_off, pkt_len,
+                   out_len, orig_lengths, timestamps)
+    if n == 0:
+        return 0
+    if cap < 16:
+        raise ValueError("the stage buffer is too small")
+    r = _rebuild_view(src, src_off, src_len, hdr_len, pkt_index, pkt_buf, pkt_off, pkt_len,
+                      out_len, orig_lengths, timestamps, nano, linktype)
+    with nogil:
+        for k in range(n):
+            rec = 16 + r.out_len[k]
+            if rec > cap - pos:  # flush what is staged
+                err = _write_all(fd, sp, pos)
+                total += pos
+                pos = 0
+                if err:
+                    break
+            if rec > cap:  # a record larger than the stage: on its own
+                big = <uint8_t*>malloc(rec)
+                if big == NULL:
+                    err = 12  # ENOMEM
+                    break
+                _format_record(big, k, &r)
+                err = _write_all(fd, big, rec)
+                free(big)
+                big = NULL
+                total += rec
+                if err:
+                    break
+                continue
+            _format_record(sp + pos, k, &r)
+            pos += rec
+        if err == 0 and pos:
+            err = _write_all(fd, sp, pos)
+            total += pos
+    if err:
+        raise OSError(err, f"writing the capture failed: {__import__('os').strerror(err)}")
+    return total
 
 
 def gather_prefix(const uint8_t[::1] buf, const int64_t[::1] offsets,

@@ -24,15 +24,27 @@ def _two_step(cap: pcap.Capture, new: PacketBatch, keep: np.ndarray | None) -> b
 
 
 def _one_pass(cap: pcap.Capture, new: PacketBatch, keep: np.ndarray | None,
-              header: bool = True) -> tuple[bytes, tuple[int, int, int]]:
-    fh = io.BytesIO()
-    stats = cap.write_replaced(fh, new, keep, file_header=header)
-    return fh.getvalue(), stats
+              header: bool = True, path: Path | None = None) -> tuple[bytes, tuple[int, int, int]]:
+    """Through a BytesIO (formatted in large chunks, then ``fh.write``), or with ``path``
+    through a real file (staged and written by the compiled loop on its descriptor)."""
+    if path is None:
+        fh = io.BytesIO()
+        stats = cap.write_replaced(fh, new, keep, file_header=header)
+        return fh.getvalue(), stats
+    with open(path, "wb") as f:
+        f.write(b"head")  # something already buffered: it must land first
+        stats = cap.write_replaced(f, new, keep, file_header=header)
+        f.write(b"tail")  # and what comes after, after
+    data = path.read_bytes()
+    assert data[:4] == b"head" and data[-4:] == b"tail"
+    return data[4:-4], stats
 
 
+@pytest.mark.parametrize("to_file", [False, True])
 @pytest.mark.parametrize("nano", [False, True])
 @pytest.mark.parametrize("linktype", sorted(CASES))
-def test_same_bytes_as_write_of_replace(linktype: int, nano: bool) -> None:
+def test_same_bytes_as_write_of_replace(linktype: int, nano: bool, to_file: bool,
+                                        tmp_path: Path) -> None:
     cases = CASES[linktype]
     frames = [f for f, _, _ in cases]
     stamps = np.arange(len(frames), dtype=np.int64) * 1_234_567_891 + 17
@@ -45,13 +57,14 @@ def test_same_bytes_as_write_of_replace(linktype: int, nano: bool) -> None:
         new = [p[:20 + i % 9] if grow < 0 else _longer(p, grow * i) for i, p in enumerate(old)]
         batch = PacketBatch.from_list(new)
         want = _two_step(cap, batch, keep)
-        got, (n, nbytes, longest) = _one_pass(cap, batch, keep)
+        path = tmp_path / "o.pcap" if to_file else None
+        got, (n, nbytes, longest) = _one_pass(cap, batch, keep, path=path)
         assert got == want
         ref = cap.replace_ip_packets(batch, keep)
         assert (n, nbytes) == (len(ref), ref.frames.nbytes)
         assert longest == (int(ref.frames.lengths.max()) if len(ref) else 0)
         # a later chunk of the same file: the records alone
-        assert _one_pass(cap, batch, keep, header=False)[0] == want[24:]
+        assert _one_pass(cap, batch, keep, header=False, path=path)[0] == want[24:]
 
 
 def test_scapy_reads_the_records(tmp_path: Path) -> None:
@@ -71,7 +84,8 @@ def test_scapy_reads_the_records(tmp_path: Path) -> None:
     assert [(m.sec, m.usec) for _, m in got] == [(1_700_000_000, 123_456)] * len(want)
 
 
-def test_records_cut_into_many_compiled_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_records_cut_into_many_compiled_calls(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
     """Records formatted in runs of about ``_CHUNK`` bytes: the runs join seamlessly,
     a record larger than a run included."""
     head = bytes(14)[:12] + b"\x08\x00"
@@ -85,6 +99,9 @@ def test_records_cut_into_many_compiled_calls(monkeypatch: pytest.MonkeyPatch) -
     want = _two_step(cap, new, keep)
     monkeypatch.setattr(pcap, "_CHUNK", 2000)
     assert _one_pass(cap, new, keep)[0] == want
+    # staged on a file descriptor: a stage of 2000 bytes, records of up to 3000 + 30
+    monkeypatch.setattr(pcap, "_STAGE", 2000)
+    assert _one_pass(cap, new, keep, path=tmp_path / "s.pcap")[0] == want
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -122,3 +139,23 @@ def test_compiled_pass_checks_every_span() -> None:
                 {"idx": -1, "src_off": 50, "src_len": 60}, {"idx": -1, "out_len": 59}):
         with pytest.raises(ValueError):
             call(**bad)  # type: ignore[arg-type]
+
+
+def test_a_file_that_refuses_the_records_raises(tmp_path: Path) -> None:
+    """write() failing on the descriptor (here: opened read-only) is an OSError, not a
+    crash or a silent loss."""
+    cap = pcap.Capture(PacketBatch.from_list([f for f, _, _ in CASES[1]]), 1)
+    path = tmp_path / "ro.pcap"
+    path.write_bytes(b"")
+    with open(path, "rb") as fh, pytest.raises(OSError):
+        cap.write_replaced(fh, cap.ip_packets(), file_header=False)  # type: ignore[arg-type]
+
+
+def test_link_parse_checks_every_span() -> None:
+    """The compiled link-layer parse reads only inside its buffer, whatever it is given."""
+    buf = np.zeros(64, dtype=np.uint8)
+    for off, n in ((1 << 40, 100), (60, 10), (-1, 4), (0, -1)):
+        with pytest.raises(ValueError):
+            _pcap.parse_links(buf, np.array([off]), np.array([n]), 1)
+    with pytest.raises(ValueError):
+        _pcap.parse_links(buf, np.array([0, 1]), np.array([1]), 1)
