@@ -1689,7 +1689,7 @@ class Router:
             recs: list[SaRecord | None] = []
             for j in present.tolist():
                 known = table[j]
-                recs.append(known if known.pair is not None else None)
+                recs.append(known if known.pair is not None and known.pair.alive else None)
             ng = len(recs)
             counts = np.bincount(ginv, minlength=ng)
             # Sorted by SA (stable, as outbound); every pair one tunnel-mode SA without a
@@ -1779,6 +1779,8 @@ class Router:
             nxt = np.nonzero(more)[0]
             cur = _take(layer, nxt)
             idx = gpos[nxt]
+            # (the SAD may have changed since the last layer: expiry by volume, listeners)
+            keys, table = self.sad.inbound_table(dom.id, local)
             kinds, slots = spi_lookup(cur, local, keys)
         return st.result(batch, final, name, self, "recv", spare)
 

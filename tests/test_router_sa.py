@@ -528,6 +528,26 @@ def test_nesting_inbound_peels_both_layers() -> None:
     assert res.entry.tolist() == [0]  # the inner layer's entry (C's flow)
 
 
+def test_nesting_inbound_sees_sas_changed_between_layers() -> None:
+    """A listener that clears the inner SA while the outer layer is counted (the SA is
+    manual: installed again at once, with the same SPI): the inner layer is opened with
+    the SA as it is now, not with the deleted one (review finding: it raised "closed")."""
+    ra, rb, rc = nest_configs()
+    reply = udp("10.3.0.7", "10.1.0.5", 90)
+    wire = rb.outbound(IF, rc.outbound(IF, batch(reply)).packets).packets
+    fired: list[int] = []
+
+    def listener(router: Router, pairs: object) -> None:
+        if not fired:
+            fired.append(router.clear_crypto_sa(peer=C_ADDR))
+
+    ra.on_traffic_received(listener)
+    res = ra.inbound(IF, wire)
+    assert fired == [1]
+    assert res.verdict.tolist() == [PROTECT] and res.reason.tolist() == [0]
+    assert res.packets.to_list() == [reply]
+
+
 def test_nesting_depth_one_protects_once() -> None:
     ra, _, _ = nest_configs()
     ra.nesting_depth = 1
