@@ -1678,9 +1678,10 @@ class Router:
             go = np.flatnonzero(kinds == SPI_OK)
             if go.size == 0:
                 break
+            whole = go.size == len(cur)  # (the usual case: every packet has its SA)
             # the SAs present, numbered in key order (each packet's group: its SA's number)
             used = np.zeros(len(table), dtype=bool)
-            g_slot = slots[go]
+            g_slot = slots if whole else slots[go]
             used[g_slot] = True
             present = np.flatnonzero(used)
             number = np.zeros(len(table), dtype=_I64)
@@ -1704,17 +1705,18 @@ class Router:
             bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer (a packet never grows when
             # opened: its slot is its own length), plus room for the bypassed packets.
-            s_len = cur.lengths[sp]
+            in_order = whole and sp is go
+            s_len = cur.lengths if in_order else cur.lengths[sp]
             slot, total = _slots(s_len)
             room = 0
-            if depth == 0:
+            if depth == 0 and not (in_order and len(cur) == len(batch)):
                 byp = st.verdict == Verdict.BYPASS
                 byp[idx[sp]] = False
                 room = int(batch.lengths[byp].sum())
             out = np.empty(total + room, dtype=_U8)
             if depth == 0:
                 spare = (out, total)
-            s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sp], s_len)
+            s_cur = cur if in_order else PacketBatch._trusted(cur.buffer, cur.offsets[sp], s_len)
             s_status = np.zeros(sp.size, dtype=_U8)
             s_ooff = slot.copy()
             s_olen = np.zeros(sp.size, dtype=_I64)
@@ -1740,7 +1742,7 @@ class Router:
                     continue
                 g_entry[g] = rec.pair.entry
                 g_sa[g] = rec.id
-            gi = idx[sp]
+            gi = idx if in_order else idx[sp]
             self._count_in_groups(recs, gsel, s_status, s_len, now, gi)
             found = g_sa[gsel] >= 0
             if found.all():
@@ -1867,7 +1869,7 @@ class Router:
                     ooff: npt.NDArray[np.int64], olen: npt.NDArray[np.int64]) -> None:
         """``_open_pair`` for every SA of a layer at once (each pair one tunnel-mode SA, no
         kilobyte lifetime): packet i with ``recs[gsel[i]]`` into ``out`` at ``slot[i]``,
-        one core call in packet order; fills ``status`` / ``ooff`` / ``olen``."""
+        one core call in packet order; fills ``status`` / ``olen`` (``ooff``: the slots)."""
         sas: list[SecurityAssociation] = []
         g_idx = np.full(len(recs), -1, dtype=_I64)
         for g, rec in enumerate(recs):
@@ -1889,7 +1891,7 @@ class Router:
                                          slot[sel], threads=self.crypto_threads)[0]
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
-        ooff[:] = slot
+        # (``ooff`` already holds the slots: the core writes each packet at its slot)
 
     def _count_in_groups(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
                          status: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
