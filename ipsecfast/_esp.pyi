@@ -100,6 +100,8 @@ def run_multi(
     next_headers: npt.NDArray[np.uint8] | None = ...,
     sa_part: npt.NDArray[np.int32] | None = ...,
     part: int = ...,
+    selectors: npt.NDArray[np.uint32] | None = ...,
+    in_selector: npt.NDArray[np.uint8] | None = ...,
 ) -> int: ...
 def random_fill(out: npt.NDArray[np.uint8]) -> None: ...
 

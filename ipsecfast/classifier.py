@@ -237,7 +237,7 @@ class Classifier:
     remaining nodes become longer leaves: slower, still exact).
     """
 
-    __slots__ = ("acls", "_compiled", "build_seconds", "_splits")
+    __slots__ = ("acls", "_compiled", "build_seconds", "_splits", "_whole", "_boxes")
 
     def __init__(
         self,
@@ -264,6 +264,8 @@ class Classifier:
         splits = []
         for rows in (whole, frag):
             arr = rows.arrays()
+            if rows is whole:
+                self._whole = arr  # (for first_match_box)
             n_split = split if split is not None else (4 if len(rows.lo) > 64 else 1)
             group, ngroups = _groups(arr["lo"], arr["hi"], n_split)
             splits.append(ngroups)
@@ -274,6 +276,7 @@ class Classifier:
                 )
             )
         self._compiled = _classify.Compiled(forests[0], forests[1], len(self.acls))
+        self._boxes: dict[tuple[int, int], Any] = {}
         self._splits = tuple(splits)
         self.build_seconds = time.perf_counter() - t0
 
@@ -334,6 +337,35 @@ class Classifier:
             False, headers,
         )
         return Classification(lists, entries, status), headers
+
+    def first_match_box(self, lst: int, entry: int
+                        ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """(lo, hi) of the five ranges (source, destination, source port, destination
+        port, protocol) of entry ``entry`` of list ``lst`` when those ranges alone decide,
+        for a packet that is not a fragment, that this entry is the list's first match:
+        the entry is a ``permit`` compiled to one row with no check beyond the ranges
+        (contiguous wildcards, one port range, no ICMP type, ``established`` or TOS), and
+        no earlier row of the list overlaps it. Else None (a packet in the ranges may still
+        match an earlier entry first: look it up)."""
+        key = (lst, entry)
+        if key in self._boxes:
+            return self._boxes[key]  # type: ignore[no-any-return]
+        box = None
+        w = self._whole["where"]
+        rows = np.flatnonzero(w[:, 0] == lst)
+        mine = rows[w[rows, 1] == entry]
+        if mine.size == 1:
+            r = int(mine[0])
+            lo, hi = self._whole["lo"], self._whole["hi"]
+            masks, icmp, flags = self._whole["masks"], self._whole["icmp"], self._whole["flags"]
+            plain = (flags[r, 3] == 1 and flags[r, 0] == 0 and flags[r, 2] == 0
+                     and masks[r, 0] == 0 and masks[r, 2] == 0 and (icmp[r] == -1).all())
+            earlier = rows[rows < r]
+            overlap = ((lo[earlier] <= hi[r]) & (hi[earlier] >= lo[r])).all(axis=1)
+            if plain and not overlap.any():
+                box = (tuple(int(v) for v in lo[r]), tuple(int(v) for v in hi[r]))
+        self._boxes[key] = box
+        return box
 
     def match_lists_with_headers(
         self, batch: PacketBatch, lists: npt.ArrayLike, mirror: bool = False, *,

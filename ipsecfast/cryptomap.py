@@ -112,6 +112,19 @@ class CryptoMapSpd:
         res = cls.lookup(batch, mirror)
         return np.where((res.lists == 0) & (res.status == 0), res.entries, -1).astype(np.int32)
 
+    def inner_selector(self, entry: int, ace: int) -> tuple[int, ...] | None:
+        """The ranges an inbound inner packet of an SA made for ACE ``ace`` of entry
+        ``entry`` lies in exactly when that ACE is its first match (mirrored: the packet
+        comes from the ACE's destination side), as ``_esp.run_multi``'s selector row
+        (src lo / hi, dst lo / hi, sport lo / hi, dport lo / hi, proto lo / hi), for
+        packets that are not fragments; None where the ranges alone cannot tell
+        (``Classifier.first_match_box``)."""
+        box = self._classifier.first_match_box(entry, ace)
+        if box is None:
+            return None
+        lo, hi = box  # (source, destination, source port, destination port, protocol)
+        return (lo[1], hi[1], lo[0], hi[0], lo[3], hi[3], lo[2], hi[2], lo[4], hi[4])
+
     def flows_match(self, entries: npt.NDArray[np.int64], batch: PacketBatch,
                     mirror: bool = True
                     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint32]]:

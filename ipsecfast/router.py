@@ -53,6 +53,7 @@ from .exceptions import ConfigError
 from .packets import PacketBatch
 from .sa import (
     MODE_IDS,
+    NO_SELECTOR,
     SPI_CLEAR,
     SPI_FRAGMENT,
     SPI_OK,
@@ -1720,8 +1721,10 @@ class Router:
             s_status = np.zeros(sp.size, dtype=_U8)
             s_ooff = slot.copy()
             s_olen = np.zeros(sp.size, dtype=_I64)
+            in_flow = np.zeros(sp.size, dtype=_U8)  # (the core checked the inner flow)
             if multi:
-                self._open_multi(recs, gsel, s_cur, out, slot, s_status, s_ooff, s_olen)
+                self._open_multi(recs, gsel, s_cur, out, slot, s_status, s_ooff, s_olen, dom,
+                                 in_flow)
             else:
                 for g, rec in enumerate(recs):
                     a, b = bounds[g], bounds[g + 1]
@@ -1734,7 +1737,8 @@ class Router:
                     s_ooff[a:b] = res.packets.offsets
                     s_olen[a:b] = res.packets.lengths
             # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
-            inner_hdr = self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen)
+            nested = self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen,
+                                      in_flow.view(bool), local)
             g_entry = np.full(ng, -1, dtype=_I64)
             g_sa = np.full(ng, -1, dtype=_I64)
             for g, rec in enumerate(recs):
@@ -1769,10 +1773,8 @@ class Router:
                 final.append((gpos, layer))
                 break
             # peel again what is still ESP / AH for us (nested protection), known from the
-            # inner headers the flow check read (every packet still here parsed as IPv4)
-            assert inner_hdr is not None and len(inner_hdr) == len(layer)
-            proto = inner_hdr[:, H_PROTO]
-            more = ((proto == 50) | (proto == 51)) & (inner_hdr[:, H_DST].astype(_I64) == local)
+            # inner headers the flow check read
+            more = nested[okp]
             if not more.any():
                 final.append((gpos, layer))
                 break
@@ -1829,16 +1831,20 @@ class Router:
     def _inner_flow(self, dom: _Domain, recs: Sequence[SaRecord | None],
                     gsel: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
                     out: npt.NDArray[np.uint8], off: npt.NDArray[np.int64],
-                    lens: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32] | None:
+                    lens: npt.NDArray[np.int64], in_flow: npt.NDArray[np.bool_],
+                    local: int) -> npt.NDArray[np.bool_]:
         """DESIGN.md §Policy 4 for every opened packet of a layer: status
         INNER_FLOW_MISMATCH where the inner packet is not in the flow of the SA that
         carried it (packet i carried by ``recs[gsel[i]]``): the first entry of the SA's
         own access list that matches it (mirrored) must be the permit the SA was made
-        for (per-host SAs: any permit, between the SA's two hosts). Returns the inner
-        header fields (``H_*`` columns) of the packets still at status 0, in order."""
-        okp = np.nonzero(status == 0)[0]
+        for (per-host SAs: any permit, between the SA's two hosts). Packets the core
+        already found in their SA's flow (``in_flow``: never fragments, never ESP / AH)
+        are not looked at again. Returns, per packet, whether its inner packet is ESP /
+        AH for ``local`` (nested: to be opened again)."""
+        nested = np.zeros(status.size, dtype=bool)
+        okp = np.nonzero((status == 0) & ~in_flow)[0]
         if okp.size == 0:
-            return None
+            return nested
         inner = PacketBatch._trusted(out, off[okp], lens[okp])
         g_le = np.array([r.pair.entry - dom.offset if r is not None and r.pair is not None
                          else -2 for r in recs], dtype=_I64)
@@ -1858,39 +1864,54 @@ class Router:
             gh = grp[hosts]
             good[hosts] &= ((hdr[hosts, H_SRC].astype(_I64) == g_hd[gh])
                             & (hdr[hosts, H_DST].astype(_I64) == g_hs[gh]))
-        if good.all():
-            return hdr
         status[okp[~good]] = Status.INNER_FLOW_MISMATCH
-        return hdr[good]
+        proto = hdr[:, H_PROTO]
+        nested[okp] = good & ((proto == 50) | (proto == 51)) & (
+            hdr[:, H_DST].astype(_I64) == local)
+        return nested
 
     def _open_multi(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
                     sub: PacketBatch, out: npt.NDArray[np.uint8],
                     slot: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
-                    ooff: npt.NDArray[np.int64], olen: npt.NDArray[np.int64]) -> None:
+                    ooff: npt.NDArray[np.int64], olen: npt.NDArray[np.int64],
+                    dom: _Domain, in_flow: npt.NDArray[np.uint8]) -> None:
         """``_open_pair`` for every SA of a layer at once (each pair one tunnel-mode SA, no
         kilobyte lifetime): packet i with ``recs[gsel[i]]`` into ``out`` at ``slot[i]``,
-        one core call in packet order; fills ``status`` / ``olen`` (``ooff``: the slots)."""
+        one core call in packet order; fills ``status`` / ``olen`` (``ooff``: the slots)
+        and ``in_flow``: 1 where the core found the inner packet inside its SA's flow
+        (``CryptoMapSpd.inner_selector``; 0 where it could not tell)."""
         sas: list[SecurityAssociation] = []
+        selectors: list[tuple[int, ...]] = []
         g_idx = np.full(len(recs), -1, dtype=_I64)
         for g, rec in enumerate(recs):
             if rec is not None and rec.pair is not None:
                 g_idx[g] = len(sas)
                 sas.append(rec.pair.inbound[0].sa)
+                ace = rec.pair.scope[1]  # (-1: a per-host SA, checked by the router)
+                box = dom.spd.inner_selector(rec.pair.entry - dom.offset, ace) \
+                    if ace >= 0 else None
+                selectors.append(NO_SELECTOR if box is None else box)
+        table = np.array(selectors, dtype=np.uint32).reshape(len(sas), 10)
         sa_index = g_idx[gsel]
         have = sa_index >= 0
         if have.all():
             res = _decapsulate_multi(sas, sa_index, _TUNNEL, sub, out, slot,
-                                     threads=self.crypto_threads)[0]
+                                     threads=self.crypto_threads, selectors=table,
+                                     in_selector=in_flow)[0]
             status[:] = res.status
             olen[:] = res.packets.lengths
         else:
             status[~have] = Status.UNKNOWN_SPI
+            in_flow[:] = 0
             sel = np.nonzero(have)[0]
             if sel.size:
+                flags = np.zeros(sel.size, dtype=_U8)
                 res = _decapsulate_multi(sas, sa_index[sel], _TUNNEL, _take(sub, sel), out,
-                                         slot[sel], threads=self.crypto_threads)[0]
+                                         slot[sel], threads=self.crypto_threads,
+                                         selectors=table, in_selector=flags)[0]
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
+                in_flow[sel] = flags
         # (``ooff`` already holds the slots: the core writes each packet at its slot)
 
     def _count_in_groups(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],

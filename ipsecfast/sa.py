@@ -524,20 +524,25 @@ def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
                out_offsets: npt.NDArray[np.int64], lens: npt.NDArray[np.int64],
                status: npt.NDArray[np.uint8], ivs: npt.NDArray[np.uint8] | None, encap: bool,
                random_iv: bool, next_header: int, nhs: npt.NDArray[np.uint8] | None,
-               threads: int, stride: int) -> None:
+               threads: int, stride: int,
+               selected: tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]] | None = None
+               ) -> None:
     """``_esp.run_multi``, split over ``threads`` threads by SA when that pays: each SA's
     packets stay on one thread, in their order, so sequence numbers, IVs, replay windows
     and counters end exactly as with one call (the caller holds every SA's lock). Every
-    part is waited for before an error is raised, so no thread still writes into ``out``."""
+    part is waited for before an error is raised, so no thread still writes into ``out``.
+    ``selected``: (selectors, in_selector) of ``_esp.run_multi``."""
     args = (cores, idx, modes, batch.buffer, batch.offsets, batch.lengths, out, out_offsets,
             lens, status, ivs, encap)
+    sel: dict[str, Any] = ({} if selected is None
+                           else {"selectors": selected[0], "in_selector": selected[1]})
     parts = None
     # (an SA listed twice would get two threads: never split then)
     if threads > 1 and len(batch) >= PARALLEL_MIN_PACKETS and len(cores) > 1 \
             and len({id(c) for c in cores}) == len(cores):
         parts = _sa_parts(idx, batch.lengths, len(cores), min(threads, _POOL_WORKERS + 1))
     if parts is None:
-        _esp.run_multi(*args, random_iv, next_header, nhs)
+        _esp.run_multi(*args, random_iv, next_header, nhs, **sel)
         return
     if encap and stride and random_iv:
         assert ivs is not None
@@ -549,8 +554,8 @@ def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
     try:
         for p in range(1, nparts):
             futures.append(pool.submit(_esp.run_multi, *args, False, next_header, nhs,
-                                       parts, p))
-        _esp.run_multi(*args, False, next_header, nhs, parts, 0)
+                                       parts, p, **sel))
+        _esp.run_multi(*args, False, next_header, nhs, parts, 0, **sel)
     except BaseException as err:  # (Ctrl-C included): the parts started still run
         error = err
     for fut in futures:  # every part started is waited for, whatever happened
@@ -624,21 +629,42 @@ def _encapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLi
 def _decapsulate_multi(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
                        mode_ids: int | npt.ArrayLike, batch: PacketBatch,
                        out: npt.NDArray[np.uint8], out_offsets: npt.NDArray[np.int64],
-                       threads: int = 1) -> tuple[SaResult, npt.NDArray[np.uint8]]:
+                       threads: int = 1, selectors: npt.NDArray[np.uint32] | None = None,
+                       in_selector: npt.NDArray[np.uint8] | None = None,
+                       ) -> tuple[SaResult, npt.NDArray[np.uint8]]:
     """``_decapsulate`` of packets of several SAs in one core call (slots of the packet's
     length); (result, next header per packet). Replay windows and counters move per SA
     exactly as with one call per SA on its packets in their order. ``threads``: as for
-    ``_encapsulate_multi``."""
+    ``_encapsulate_multi``. ``selectors`` (one row of ranges per SA, see
+    ``_esp.run_multi``) with ``in_selector`` (one uint8 per packet, written): 1 for a
+    tunnel-mode packet whose inner packet lies in its SA's ranges, else 0 (which says
+    nothing: check that packet another way)."""
     sas, idx, modes = _multi_args(sas, sa_index, mode_ids, batch, out, out_offsets, False)
     n = len(batch)
     lens = np.empty(n, dtype=np.int64)
     status = np.empty(n, dtype=np.uint8)
     nhs = np.zeros(n, dtype=np.uint8)
     cores = [sa._core for sa in sas]
+    selected = None
+    if (selectors is None) != (in_selector is None):
+        raise ValueError("selectors and in_selector go together")
+    if selectors is not None and in_selector is not None:
+        sel = np.ascontiguousarray(selectors, dtype=np.uint32)
+        if sel.shape != (len(sas), 10):
+            raise ValueError(f"selectors must be ({len(sas)}, 10)")
+        if in_selector.dtype != np.uint8 or in_selector.shape != (n,) \
+                or not in_selector.flags.c_contiguous:
+            raise ValueError(f"in_selector must be a contiguous uint8 array of {n}")
+        in_selector[:] = 0
+        selected = (sel, in_selector)
     with _Locks(sas):
         _run_multi(cores, idx, modes, batch, out, out_offsets, lens, status, None, False,
-                   False, 0, nhs, threads, 0)
+                   False, 0, nhs, threads, 0, selected)
     return SaResult(_trusted_batch(out, out_offsets, lens), status), nhs
+
+
+#: A selector row that selects nothing (``_decapsulate_multi``'s ``selectors``).
+NO_SELECTOR = (1, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 # -- inbound SA lookup -------------------------------------------------------------------------

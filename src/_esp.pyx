@@ -1531,6 +1531,34 @@ cdef class SaCore:
         return pos
 
 
+# --- traffic selectors ---------------------------------------------------------------------
+cdef inline bint in_ranges(const uint32_t *sel, const uint8_t *p, int64_t n) noexcept nogil:
+    """Whether the IPv4 packet ``p`` (``n`` bytes) lies in the selector ranges ``sel`` (see
+    ``run_multi``): not a fragment, not ESP / AH, its transport header there."""
+    cdef int64_t ihl, total
+    cdef uint32_t proto, src, dst, sp = 0, dp = 0
+    if sel[0] > sel[1] or n < 20 or (p[0] >> 4) != 4:
+        return False
+    ihl = (p[0] & 0x0F) * 4
+    total = be16(p + 2)
+    if ihl < 20 or ihl > n or total < ihl or total > n or (be16(p + 6) & 0x3FFF):
+        return False
+    proto = p[9]
+    if proto == PROTO_ESP or proto == PROTO_AH:
+        return False
+    if proto == 6 or proto == 17:
+        if total - ihl < (14 if proto == 6 else 4):
+            return False
+        sp = be16(p + ihl)
+        dp = be16(p + ihl + 2)
+    elif proto == 1 and total - ihl < 2:
+        return False
+    src = be32(p + 12)
+    dst = be32(p + 16)
+    return (sel[0] <= src <= sel[1] and sel[2] <= dst <= sel[3] and sel[4] <= sp <= sel[5]
+            and sel[6] <= dp <= sel[7] and sel[8] <= proto <= sel[9])
+
+
 # --- inbound SA lookup by SPI ---------------------------------------------------------------
 # What spi_lookup says of a packet (RFC 4301 §4.1 / §5.2: an inbound IPsec packet is
 # mapped to its SA by destination, protocol and SPI).
@@ -1632,7 +1660,8 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
               uint8_t[::1] out, const int64_t[::1] out_offsets, int64_t[::1] out_lengths,
               uint8_t[::1] status, uint8_t[::1] ivs, bint encap, bint random_iv=True,
               int next_header=PROTO_IPIP, uint8_t[::1] next_headers=None,
-              const int32_t[::1] sa_part=None, int part=0):
+              const int32_t[::1] sa_part=None, int part=0,
+              const uint32_t[:, ::1] selectors=None, uint8_t[::1] in_selector=None):
     """``encapsulate`` / ``decapsulate`` (``placed``) of packets that belong to different
     SAs, in input order: packet i uses ``cores[sa_index[i]]`` in mode ``modes[i]`` and goes
     to the slot ``out[out_offsets[i]:]`` of ``lengths[i] + max_growth(mode)`` bytes
@@ -1647,6 +1676,14 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
     part, and each SA's packets are still processed in their order by one thread. With
     parts, fill ``ivs`` beforehand (``random_fill``) and pass ``random_iv`` false.
 
+    ``selectors`` / ``in_selector`` (decapsulation): SA k's traffic selector as ranges
+    ``selectors[k] = (src_lo, src_hi, dst_lo, dst_hi, sport_lo, sport_hi, dport_lo,
+    dport_hi, proto_lo, proto_hi)`` (src_lo > src_hi: none); ``in_selector[i]`` is set to
+    1 when packet i opened in tunnel mode to an inner IPv4 packet that is not a fragment,
+    not ESP / AH, whose transport header is there (TCP 14 bytes, UDP 4, ICMP 2), and whose
+    fields lie in its SA's ranges (RFC 4301 §5.2 step 4, checked while the inner header
+    is still in the cache); else 0 (the caller checks that packet its own way).
+
     The caller holds every SA's lock (``ipsecfast.sa`` takes them in a fixed order).
     Returns the stride. Raises ValueError before any packet is touched."""
     cdef Py_ssize_t n = offsets.shape[0], i, nsa = len(cores), k, ahead
@@ -1658,6 +1695,8 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
     cdef int r, rand_ok = 1, internal = 0, stride = 0, m, j
     cdef int32_t x
     cdef const int32_t *partp = NULL
+    cdef const uint32_t *selp = NULL
+    cdef uint8_t *insel = NULL
     cdef Sa *s
     cdef Sa **sas = NULL
     cdef int64_t *growth = NULL     # growth[k * 3 + mode]
@@ -1672,6 +1711,14 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
         raise ValueError("next header must be 0..255")
     if next_headers is not None and next_headers.shape[0] >= n and n:
         nhp = &next_headers[0]
+    if selectors is not None or in_selector is not None:
+        if selectors is None or in_selector is None or encap:
+            raise ValueError("selectors and in_selector go together, when decapsulating")
+        if selectors.shape[0] != nsa or selectors.shape[1] != 10 or in_selector.shape[0] < n:
+            raise ValueError("selectors must be (SAs, 10) and in_selector one per packet")
+        if n and nsa:
+            selp = &selectors[0, 0]
+            insel = &in_selector[0]
     if sa_part is not None:
         if sa_part.shape[0] != nsa:
             raise ValueError("sa_part must have one entry per SA")
@@ -1760,6 +1807,9 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
                         r = ah_decap_one(s, bp + o, l, op + at, cap, &ol, m,
                                          nhp + i if nhp != NULL else NULL)
                 status[i] = r
+                if insel != NULL:
+                    insel[i] = (r == ST_OK and m == MODE_TUNNEL
+                                and in_ranges(selp + x * 10, op + at, ol))
                 if r == ST_OK:
                     out_lengths[i] = ol
                     if ol < cap:
