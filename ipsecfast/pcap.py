@@ -321,10 +321,14 @@ class Capture:
 
 
 def _regular_fd(fh: Any) -> int | None:
-    """The descriptor of a binary file object open on a regular file, else None (a
-    BytesIO, a pipe, a wrapper without ``fileno``: written through ``fh.write``)."""
+    """The descriptor of a plain binary file (``open(path, "wb")``: ``FileIO``,
+    ``BufferedWriter``, ``BufferedRandom``, exactly) open on a regular file, else None:
+    a BytesIO, a pipe, or any wrapper (gzip, bz2, lzma, a hashing or counting writer)
+    whose ``write`` must see the bytes, even if its ``fileno`` leads to a file."""
     import stat
 
+    if type(fh) not in (io.FileIO, io.BufferedWriter, io.BufferedRandom):
+        return None
     try:
         fd = int(fh.fileno())
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
