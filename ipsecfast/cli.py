@@ -238,13 +238,16 @@ class _Writer:
         if threaded:
             self._thread.start()
 
-    def put(self, sub: Capture, packets: Any, keep: Any) -> None:
+    def put(self, sub: Capture, packets: Any, verdict: Any) -> None:
+        """Queue a chunk: its frames, the router's packets (aligned with its IPv4 frames)
+        and their verdicts (the writer itself picks what to write: less work on the
+        router's thread)."""
         if self._error is not None:
             raise self._error
         if not self._threaded:
-            self._write(sub, packets, keep)
+            self._write(sub, packets, verdict)
             return
-        self._queue.put((sub, packets, keep))
+        self._queue.put((sub, packets, verdict))
 
     def close(self) -> None:
         """Wait for every chunk to be written; re-raise what the writer met."""
@@ -279,9 +282,17 @@ class _Writer:
                 except BaseException as err:  # handed to the main thread by put / close
                     self._error = err
 
-    def _write(self, sub: Capture, packets: Any, keep: Any) -> None:
-        # (the records straight from the chunk and the router's packets: no rebuilt
-        # capture in between; the file header before the first chunk only)
+    def _write(self, sub: Capture, packets: Any, verdict: Any) -> None:
+        from .router import Verdict
+
+        # bypassed frames are copied whole, dropped ones left out; the records straight
+        # from the chunk and the router's packets, no rebuilt capture in between; the
+        # file header before the first chunk only
+        bypass = verdict == Verdict.BYPASS
+        if bypass.any():
+            _passthrough(sub, bypass)
+            packets, verdict = packets[~bypass], verdict[~bypass]
+        keep = verdict != Verdict.DROP
         frames, nbytes, longest = sub.write_replaced(self._fh, packets, keep,
                                                      file_header=self._first)
         self._first = False
@@ -394,9 +405,7 @@ def run_pcap(
                         if dropped.any():
                             reasons += np.bincount(np.asarray(res.reason)[dropped],
                                                    minlength=256)
-                        bypass = verdict == Verdict.BYPASS
-                        _passthrough(sub, bypass)
-                        writer.put(sub, res.packets[~bypass], ~dropped[~bypass])
+                        writer.put(sub, res.packets, verdict)
                         bar.update(sub.frames.nbytes + 16 * len(sub))
                 finally:
                     reader.close()
