@@ -19,6 +19,7 @@ import struct
 
 import numpy as np
 import pytest
+from test_classifier import _acls as hand_written_acls
 
 from ipsecfast import PacketBatch
 from ipsecfast.acl import AccessList, Ace, AddressMatch, PacketFields, PortMatch
@@ -417,29 +418,12 @@ def test_same_as_single_list_lookup(seed: int) -> None:
 
 # -- hand cases -----------------------------------------------------------------------------
 def _hand_acls() -> list[AccessList]:
-    net10 = AddressMatch(ip("10.0.0.0"), 0x00FFFFFF)
-    net20 = AddressMatch(ip("20.0.0.0"), 0x00FFFFFF)
-    return [
-        AccessList("A", "named", [
-            Ace(5, "remark", remark="telnet stays in the clear"),
-            Ace(10, "deny", 6, net10, None, net20, PortMatch("eq", (23,))),
-            Ace(20, "permit", 6, net10, None, net20, PortMatch("eq", (23, 80, 443))),
-            Ace(30, "permit", None, AddressMatch(ip("10.1.0.0"), 0x0000FFFF), None, net20),
-        ]),
-        AccessList("B", "named", [
-            Ace(10, "permit", None, net10, None, net20),
-            Ace(20, "permit", 1, ANY, None, ANY, icmp_type=8),
-        ]),
-        AccessList("C", "named", [
-            Ace(10, "deny", 6, ANY, None, ANY, established=True),
-            Ace(20, "permit", 6, ANY, PortMatch("neq", (500,)), ANY),
-            Ace(30, "permit", None, ANY, None, ANY, fragments=True),
-            Ace(40, "permit", 17, AddressMatch(ip("0.0.1.0"), 0xFFFF00FF), None, ANY,
-                dscp=46),
-        ]),
-        AccessList("EMPTY", "named", []),
-        AccessList("REMARKS", "named", [Ace(10, "remark", remark="x")]),
-    ]
+    """test_classifier's hand-written lists (remarks, denies before permits, several
+    ports, ICMP type, established, neq, fragments, a discontiguous wildcard with dscp),
+    plus an empty list and one of remarks only."""
+    return [*hand_written_acls(),
+            AccessList("EMPTY", "named", []),
+            AccessList("REMARKS", "named", [Ace(10, "remark", remark="x")])]
 
 
 T = PacketFields(6, ip("10.0.0.1"), ip("20.0.0.1"), 1024, 23)
