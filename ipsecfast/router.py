@@ -337,6 +337,36 @@ class _Fields(NamedTuple):
                    col(H_SRC), col(H_DST), col(H_SPORT), col(H_DPORT))
 
 
+class _OutLayer(NamedTuple):
+    """The stateless part of an outbound layer (``Router._out_layer``)."""
+
+    m: npt.NDArray[np.int64]  # the layer's packets a permit caught and no §Policy rule drops
+    le: npt.NDArray[np.int32]  # their entry in the crypto map (local index)
+    hits: list[tuple[AccessList, int, int]]  # access-list hits: (list, ACE seq, packets)
+    entry_at: npt.NDArray[np.int64]  # batch positions of every packet a permit caught
+    entry_of: npt.NDArray[np.int64]  # and their entry (router-wide index)
+    drops: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]] | None  # (positions, reason)
+    gkeys: list[list[int]]  # the SA scope of each group (entry, ACE[, src, dst])
+    ginv: npt.NDArray[np.int64]  # each packet of ``m``'s group
+    counts: npt.NDArray[np.int64]  # packets per group
+    nbytes: list[int]  # input bytes per group
+
+
+class _OutGroups(NamedTuple):
+    """What an outbound layer needs of its SA pairs, per group (``Router._out_groups``)."""
+
+    pairs: tuple[SaPair | None, ...]
+    multi: bool  # every pair one SA without a kilobyte lifetime: one core call
+    growth: npt.NDArray[np.int64]  # most bytes the pair adds (-1: no pair)
+    sa: npt.NDArray[np.int64]  # the outermost outbound SA's id
+    proto: npt.NDArray[np.int64]  # its IP protocol (50 / 51)
+    peer: npt.NDArray[np.int64]  # the peer (-1: a host name / no pair)
+    sas: list[SecurityAssociation]  # the SAs of the one-SA pairs
+    sa_index: npt.NDArray[np.int32]  # each group's SA in ``sas`` (-1: none)
+    transport: npt.NDArray[np.bool_]  # transport-mode pair
+    any_transport: bool
+
+
 def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
     """``batch[sel]`` for valid positions ``sel``, without the constructor's O(n) check."""
     return PacketBatch._trusted(batch.buffer, batch.offsets[sel], batch.lengths[sel])
@@ -584,12 +614,15 @@ def _sorted_by(group: npt.NDArray[np.int64], ngroups: int, pos: npt.NDArray[np.i
 
 
 def _per_group(gsel: npt.NDArray[np.int64], ngroups: int, status: npt.NDArray[np.uint8],
-               lengths: npt.NDArray[np.int64]
+               lengths: npt.NDArray[np.int64], nbytes: list[int] | None = None
                ) -> tuple[list[int], list[int],
                           Callable[[int], npt.NDArray[np.uint8] | None]]:
     """Per group of ``gsel``: packets with status 0, their input bytes, and a function
-    giving the statuses of the group's failed packets (None when none failed)."""
+    giving the statuses of the group's failed packets (None when none failed).
+    ``nbytes``: each group's input bytes, if known (used when no packet failed)."""
     ok = status == 0
+    if nbytes is not None and len(nbytes) == ngroups and bool(ok.all()):
+        return (np.bincount(gsel, minlength=ngroups).tolist(), nbytes, lambda g: None)
     if ngroups == 1:
         nok = [int(np.count_nonzero(ok))]
         nbytes = [int(lengths.sum()) if nok[0] == ok.size else int(lengths[ok].sum())]
@@ -720,6 +753,7 @@ class Router:
         # across `clear crypto sa` so a re-established manual SA never reuses an IV
         self._manual_seq: dict[tuple[int, str, int], int] = {}
         self._nest_peer_cache: dict[int, set[int]] = {}
+        self._out_group_cache: dict[tuple[int, ...], _OutGroups] = {}
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
@@ -1233,7 +1267,10 @@ class Router:
         if dom is None or not isinstance(batch, PacketBatch) or len(batch) == 0:
             return Prepared(batch, None, None)
         spd = dom.spd
-        return Prepared(batch, spd, _classify_out(spd, batch))
+        idx, cur, cls, f = _classify_out(spd, batch)
+        return Prepared(batch, spd, (idx, cur, cls, f,
+                                     self._out_layer(dom, idx, cur, cls.lists, cls.entries,
+                                                     cls.status != 0, f, True)))
 
     def prepare_inbound(self, ifname: str, batch: PacketBatch) -> Prepared:
         """As ``prepare_outbound``, for ``inbound``: the SPI lookup of every packet,
@@ -1258,41 +1295,31 @@ class Router:
             return st.result(batch, [], name, self, "send")
         final: list[_Piece] = []
         spare: tuple[npt.NDArray[np.uint8], int] | None = None
-        # one compiled pass classifies the packets and reads the header fields used below
+        # one compiled pass classifies the packets and reads the header fields used below;
+        # the first layer's policy work reads only them and the crypto map (made ahead
+        # with ``prepared``, on another thread)
         if (prepared is not None and prepared.batch is batch and prepared.made_with is dom.spd
                 and prepared.result is not None):
-            idx, cur, cls, f = prepared.result
+            idx, cur, cls, f, lay = prepared.result
         else:
             idx, cur, cls, f = _classify_out(dom.spd, batch)
+            lay = self._out_layer(dom, idx, cur, cls.lists, cls.entries, cls.status != 0, f,
+                                  True)
         lists, aces, bad = cls.lists, cls.entries, cls.status != 0
         st.drop(idx[bad], cls.status[bad])
-        applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
+        applied: npt.NDArray[np.int32] | None = None
         for depth in range(self.nesting_depth):
-            matched = (lists >= 0) & ~bad
-            if depth == 0:
-                matched &= ~self._ike(f, dom)
-            m = np.nonzero(matched)[0]
-            if m.size == 0:
+            if depth:
+                lay = self._out_layer(dom, idx, cur, lists, aces, bad, f, False)
+            if lay is None:
                 break
-            le = lists[m]
-            ge = le.astype(_I64) + dom.offset
-            ace = aces[m].astype(_I64)
-            self._count_hits(ge, ace)
+            for acl, seq, c in lay.hits:
+                acl.count(seq, c)
             if depth == 0:
-                st.entry[idx[m]] = ge
-            reason = self._policy_drops(dom, le, f, m)
-            keep = reason == 0
-            if not keep.all():
-                st.drop(idx[m[~keep]], reason[~keep])
-                m, ge, le, ace = m[keep], ge[keep], le[keep], ace[keep]
-            per_host = self._per_host[ge]
-            if per_host.any():
-                src, dst = f.src[m], f.dst[m]
-                gkeys, ginv = _group_keys(
-                    ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
-                    np.where(per_host, dst, 0))
-            else:
-                gkeys, ginv = _group_keys(ge, ace)
+                st.entry[lay.entry_at if lay.entry_at.size < len(batch) else ...] = lay.entry_of
+            if lay.drops is not None:
+                st.drop(*lay.drops)
+            m, le, gkeys, ginv = lay.m, lay.le, lay.gkeys, lay.ginv
             pairs: list[SaPair | None] = []
             for key in gkeys:
                 scope: Scope = (key[0], key[1], key[2], key[3]) if len(key) == 4 else (
@@ -1301,48 +1328,40 @@ class Router:
                 if pair is None:
                     pair = self._acquire(dom, scope, now, name)
                 pairs.append(pair)
-            counts = np.bincount(ginv, minlength=len(pairs))
+            groups = self._out_groups(pairs)
+            counts = lay.counts
             # Every pair one SA without a kilobyte lifetime (the usual case): one core call
             # for the layer over the packets in input order (the output buffer is then in
             # input order too, which the rebuild of the capture reads faster). Else the
             # packets are sorted by pair (stable: each SA numbers its packets in their
             # order) and each pair gets its own calls.
-            multi = all(p is None or (len(p.outbound) == 1 and p.lifetime_kilobytes is None)
-                        for p in pairs)
+            multi = groups.multi
             if multi and _MULTI_IN_ORDER:
                 order, sm, gsel = np.arange(m.size, dtype=_I64), m, ginv
             else:
                 order, sm, gsel = _sorted_by(ginv, len(pairs), m)
+            # (the usual first layer: every packet of the batch, in order)
+            whole = depth == 0 and sm is m and m.size == len(batch)
             bounds = [0, *np.cumsum(counts).tolist()]
             # One output buffer for every SA of the layer: each packet gets a slot of its
             # length + its SA's growth; the SAs write their packets straight into it.
-            growth = np.array([self._growth(p) if p is not None else -1 for p in pairs],
-                              dtype=_I64)
-            s_len = cur.lengths[sm]
-            sizes = s_len + growth[gsel]
+            s_len = cur.lengths if whole else cur.lengths[sm]
+            sizes = s_len + groups.growth[gsel]
             sizes[sizes < s_len] = 0  # no SA: nothing written
             slot, total = _slots(sizes)
             room = 0
-            if depth == 0:  # and room for the bypassed packets, so that no join is needed
+            if depth == 0 and not whole:  # and room for the bypassed packets (no join then)
                 byp = st.verdict == Verdict.BYPASS
                 byp[idx[sm]] = False
                 room = int(batch.lengths[byp].sum())
             out = np.empty(total + room, dtype=_U8)
             if depth == 0:
                 spare = (out, total)
-            s_cur = PacketBatch._trusted(cur.buffer, cur.offsets[sm], s_len)
-            g_sa = np.full(len(pairs), -1, dtype=_I64)
-            g_proto = np.full(len(pairs), 50, dtype=_I64)
-            g_peer = np.full(len(pairs), -1, dtype=_I64)
-            for g, pair in enumerate(pairs):
-                if pair is not None:
-                    rec = pair.outer_outbound
-                    g_sa[g] = rec.id
-                    g_proto[g] = 51 if rec.protocol == "ah" else 50
-                    g_peer[g] = _addr(pair.peer)
+            s_cur = cur if whole else PacketBatch._trusted(cur.buffer, cur.offsets[sm], s_len)
+            g_sa, g_proto, g_peer = groups.sa, groups.proto, groups.peer
             if multi:
-                s_status, s_olen = self._encap_multi(pairs, gsel, g_peer, dom, s_cur, f, sm,
-                                                     now, out, slot)
+                s_status, s_olen = self._encap_multi(groups, gsel, dom, s_cur, f, sm, now, out,
+                                                     slot, lay.nbytes if depth == 0 else None)
             else:
                 s_status = np.zeros(sm.size, dtype=_U8)
                 s_olen = np.zeros(sm.size, dtype=_I64)
@@ -1354,12 +1373,13 @@ class Router:
                     sub = PacketBatch._trusted(s_cur.buffer, s_cur.offsets[a:b], s_len[a:b])
                     s_status[a:b], s_olen[a:b] = self._encap_pair(
                         pair, dom, sub, f, sm[a:b], now, out, slot[a:b])
-            gi = idx[sm]
+            gi = idx if whole else idx[sm]
             ok = s_status == 0
             if ok.all():
                 okp: npt.NDArray[np.int64] | slice = slice(None)
                 gpos = gi
             else:
+                whole = False
                 st.drop(gi[~ok], s_status[~ok])
                 failed = np.nonzero(~ok)[0]  # (some never reached an SA: clear their slots)
                 _zero_slots(out, slot[failed], sizes[failed])
@@ -1367,9 +1387,10 @@ class Router:
                 gpos = gi[okp]
                 if gpos.size == 0:
                     break
-            st.verdict[gpos] = Verdict.PROTECT
+            at = ... if whole else gpos  # (every packet, in order)
+            st.verdict[at] = Verdict.PROTECT
             if depth == 0:
-                st.sa[gpos] = g_sa[gsel][okp]
+                st.sa[at] = g_sa[gsel][okp]
             layer = PacketBatch._trusted(out, slot[okp], s_olen[okp])
             odst = g_peer[gsel][okp]
             layer_peers = set(g_peer[np.bincount(gsel[okp], minlength=len(pairs)) > 0]
@@ -1378,9 +1399,13 @@ class Router:
                     len(layer_peers) == 1 and self._nest_peers(dom) <= layer_peers):
                 # (no entry could add a layer: every one that might is for the same peer)
                 final.append((gpos, layer))
+                if whole:  # the result is this layer as it is
+                    return st.result(batch, final, name, self, "send", spare, whole=True)
                 break
             # Evaluate the protected packets against the crypto map again (nesting), from
             # their outer headers: local -> peer, ESP / AH, the inner TOS copied.
+            if applied is None:
+                applied = np.full((len(batch), self.nesting_depth), -1, dtype=_I32)
             applied[gpos, depth] = le[order][okp]
             oproto = g_proto[gsel][okp]
             otos = f.tos[sm][okp]
@@ -1435,9 +1460,55 @@ class Router:
         reason[(reason == 0) & (f.ihl[m] > 20)] = Status.IP_OPTIONS
         return reason
 
+    def _out_layer(self, dom: _Domain, idx: npt.NDArray[np.int64], cur: PacketBatch,
+                   lists: npt.NDArray[np.int32], aces: npt.NDArray[np.int32],
+                   bad: npt.NDArray[np.bool_], f: _Hdr | _Fields, first: bool
+                   ) -> _OutLayer | None:
+        """The part of an outbound layer that reads only the packets ``cur`` (at batch
+        positions ``idx``; ``bad``: failed classification), their first-match results
+        and the crypto map: which packets a permit caught, the drops of DESIGN.md §Policy,
+        the ACL hits, the SA scopes. No state is read or changed (``prepare_outbound``
+        runs it on another thread). None when no packet matched a permit."""
+        matched = (lists >= 0) & ~bad
+        if first:
+            matched &= ~self._ike(f, dom)
+        m = np.nonzero(matched)[0]
+        if m.size == 0:
+            return None
+        le = lists[m]
+        ge = le.astype(_I64) + dom.offset
+        ace = aces[m].astype(_I64)
+        hits = self._hits(ge, ace)
+        entry_at, entry_of = idx[m], ge
+        drops = None
+        reason = self._policy_drops(dom, le, f, m)
+        keep = reason == 0
+        if not keep.all():
+            drops = (idx[m[~keep]], reason[~keep])
+            m, ge, le, ace = m[keep], ge[keep], le[keep], ace[keep]
+        per_host = self._per_host[ge]
+        if per_host.any():
+            src, dst = f.src[m], f.dst[m]
+            gkeys, ginv = _group_keys(
+                ge, np.where(per_host, -1, ace), np.where(per_host, src, 0),
+                np.where(per_host, dst, 0))
+        else:
+            gkeys, ginv = _group_keys(ge, ace)
+        counts = np.bincount(ginv, minlength=len(gkeys))
+        nbytes = np.bincount(ginv, weights=cur.lengths[m], minlength=len(gkeys))
+        return _OutLayer(m, le, hits, entry_at, entry_of, drops, gkeys, ginv, counts,
+                         nbytes.astype(_I64).tolist())
+
     def _count_hits(self, ge: npt.NDArray[np.int64], ace: npt.NDArray[np.int64]) -> None:
+        for acl, seq, c in self._hits(ge, ace):
+            acl.count(seq, c)
+
+    def _hits(self, ge: npt.NDArray[np.int64], ace: npt.NDArray[np.int64]
+              ) -> list[tuple[AccessList, int, int]]:
+        """The access-list hits of packets that matched ACE ``ace`` of entry ``ge``:
+        (list, ACE sequence number, packets)."""
         if ge.size == 0:
-            return
+            return []
         lo, width = int(ge.min()), int(ace.max()) + 1
         span = (int(ge.max()) - lo + 1) * width
         key = (ge - lo) * width + ace
@@ -1447,13 +1518,51 @@ class Router:
             counts = hist[keys]
         else:
             keys, counts = np.unique(key, return_counts=True)
+        hits = []
         for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
             re_ = self.entries[lo + k // width]
             if re_.acl is None or re_.spd.drop_all:
                 continue
             a = k % width
             if a < len(re_.acl.entries):
-                re_.acl.count(re_.acl.entries[a].seq, c)
+                hits.append((re_.acl, re_.acl.entries[a].seq, c))
+        return hits
+
+    def _out_groups(self, pairs: list[SaPair | None]) -> _OutGroups:
+        """What the outbound layer needs of its SA pairs (one per group; None: no SA),
+        cached for the same pairs (a pair's SAs, peer and mode never change)."""
+        key = tuple(map(id, pairs))
+        got = self._out_group_cache.get(key)
+        if got is not None:
+            return got
+        ng = len(pairs)
+        growth = np.full(ng, -1, dtype=_I64)
+        g_sa = np.full(ng, -1, dtype=_I64)
+        g_proto = np.full(ng, 50, dtype=_I64)
+        g_peer = np.full(ng, -1, dtype=_I64)
+        g_idx = np.full(ng, -1, dtype=np.int32)
+        g_transport = np.zeros(ng, dtype=bool)
+        sas: list[SecurityAssociation] = []
+        for g, pair in enumerate(pairs):
+            if pair is None:
+                continue
+            growth[g] = self._growth(pair)
+            rec = pair.outer_outbound
+            g_sa[g] = rec.id
+            g_proto[g] = 51 if rec.protocol == "ah" else 50
+            g_peer[g] = _addr(pair.peer)
+            g_transport[g] = pair.mode == "transport"
+            if len(pair.outbound) == 1:
+                g_idx[g] = len(sas)
+                sas.append(pair.outbound[0].sa)
+        multi = all(p is None or (len(p.outbound) == 1 and p.lifetime_kilobytes is None)
+                    for p in pairs)
+        got = _OutGroups(tuple(pairs), multi, growth, g_sa, g_proto, g_peer, sas, g_idx,
+                         g_transport, bool(g_transport.any()))
+        if len(self._out_group_cache) >= 16:
+            self._out_group_cache.clear()
+        self._out_group_cache[key] = got
+        return got
 
     def _acquire(self, dom: _Domain, scope: Scope, now: float, ifname: str) -> SaPair | None:
         re_ = self.entries[scope[0]]
@@ -1562,38 +1671,31 @@ class Router:
             elif not pair.soft_fired and seq >= self.soft_lifetime * limit:
                 self._soft(pair, "sequence", now)
 
-    def _encap_multi(self, pairs: Sequence[SaPair | None], gsel: npt.NDArray[np.int64],
-                     g_peer: npt.NDArray[np.int64], dom: _Domain, sub: PacketBatch,
-                     f: _Hdr | _Fields, pos: npt.NDArray[np.int64], now: float,
-                     out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64]
+    def _encap_multi(self, groups: _OutGroups, gsel: npt.NDArray[np.int64], dom: _Domain,
+                     sub: PacketBatch, f: _Hdr | _Fields, pos: npt.NDArray[np.int64],
+                     now: float, out: npt.NDArray[np.uint8], out_off: npt.NDArray[np.int64],
+                     nbytes: list[int] | None
                      ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
         """``_encap_pair`` for every pair of a layer at once (each one SA, no kilobyte
-        lifetime): packet i of ``sub`` (pair ``pairs[gsel[i]]``, header fields ``f`` at
-        ``pos[i]``) into ``out`` at ``out_off[i]``, one core call in packet order (so each
-        SA numbers its packets in their order, as one call per SA would)."""
+        lifetime): packet i of ``sub`` (pair ``groups.pairs[gsel[i]]``, header fields
+        ``f`` at ``pos[i]``) into ``out`` at ``out_off[i]``, one core call in packet order
+        (so each SA numbers its packets in their order, as one call per SA would).
+        ``nbytes``: each group's input bytes, if known."""
         n = len(sub)
-        ng = len(pairs)
+        pairs = groups.pairs
         status = np.zeros(n, dtype=_U8)
         olen = np.zeros(n, dtype=_I64)
-        sas: list[SecurityAssociation] = []
-        g_idx = np.full(ng, -1, dtype=_I64)
-        g_transport = np.zeros(ng, dtype=bool)
-        for g, pair in enumerate(pairs):
-            if pair is not None:
-                g_idx[g] = len(sas)
-                sas.append(pair.outbound[0].sa)
-                g_transport[g] = pair.mode == "transport"
-        sa_index = g_idx[gsel]
-        modes = np.full(n, _TUNNEL, dtype=_U8)
-        if g_transport.any():
+        sa_index = groups.sa_index[gsel]
+        modes: int | npt.NDArray[np.uint8] = _TUNNEL
+        if groups.any_transport:
             # the seed: transport "is applicable only to traffic whose source and
             # destination addresses are the IPsec peer addresses"
-            tmask = g_transport[gsel] & (f.src[pos] == dom.local_int) & (
-                f.dst[pos] == g_peer[gsel])
-            modes[tmask] = _TRANSPORT
+            tmask = groups.transport[gsel] & (f.src[pos] == dom.local_int) & (
+                f.dst[pos] == groups.peer[gsel])
+            modes = np.where(tmask, _TRANSPORT, _TUNNEL).astype(_U8)
         have = sa_index >= 0
         if have.all():
-            res = _encapsulate_multi(sas, sa_index, modes, sub, out, out_off,
+            res = _encapsulate_multi(groups.sas, sa_index, modes, sub, out, out_off,
                                      threads=self.crypto_threads)
             status[:] = res.status
             olen[:] = res.packets.lengths
@@ -1601,14 +1703,16 @@ class Router:
             status[~have] = Status.NO_SA
             sel = np.nonzero(have)[0]
             if sel.size:
-                res = _encapsulate_multi(sas, sa_index[sel], modes[sel], _take(sub, sel), out,
-                                         out_off[sel], threads=self.crypto_threads)
+                res = _encapsulate_multi(
+                    groups.sas, sa_index[sel],
+                    modes if isinstance(modes, int) else modes[sel], _take(sub, sel), out,
+                    out_off[sel], threads=self.crypto_threads)
                 status[sel] = res.status
                 olen[sel] = res.packets.lengths
-        nok, nbytes, bad_of = _per_group(gsel, ng, status, sub.lengths)
+        nok, nb, bad_of = _per_group(gsel, len(pairs), status, sub.lengths, nbytes)
         for g, pair in enumerate(pairs):
             if pair is not None:
-                self._sent(pair, nok[g], nbytes[g], bad_of(g), now)
+                self._sent(pair, nok[g], nb[g], bad_of(g), now)
         return status, olen
 
     @staticmethod
@@ -2023,10 +2127,15 @@ class _State:
 
     def result(self, batch: PacketBatch, pieces: list[_Piece], ifname: str, router: Router,
                direction: Literal["send", "recv"],
-               spare: tuple[npt.NDArray[np.uint8], int] | None = None) -> RouterResult:
+               spare: tuple[npt.NDArray[np.uint8], int] | None = None,
+               whole: bool = False) -> RouterResult:
         """The RouterResult. ``spare``: the shared output buffer the pieces were written
         into and where its room for the bypassed packets starts; when every piece is in
-        it, the result is that buffer (no join)."""
+        it, the result is that buffer (no join). ``whole``: the one piece holds every
+        packet of the batch in order, none dropped."""
+        if whole:
+            (_, out), = pieces
+            return RouterResult(out, self.verdict, self.reason, self.entry, self.sa)
         dropped = self.verdict == Verdict.DROP
         if pieces:
             parts: list[_Piece] = []
