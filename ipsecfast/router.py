@@ -367,6 +367,53 @@ class _OutGroups(NamedTuple):
     any_transport: bool
 
 
+class _InLayer(NamedTuple):
+    """What an inbound layer reads of its SPI lookup alone (``_in_layer``)."""
+
+    clear: npt.NDArray[np.int64]  # positions of the clear-text packets
+    bad: npt.NDArray[np.int64]  # positions dropped by the lookup
+    bad_reason: npt.NDArray[np.uint8]  # and why
+    go: npt.NDArray[np.int64]  # positions with an SA
+    present: list[int]  # the SA table rows used, in order (one group each)
+    ginv: npt.NDArray[np.int64]  # each packet of ``go``'s group
+    counts: npt.NDArray[np.int64]  # packets per group
+    nbytes: list[int]  # input bytes per group
+
+
+def _in_layer(kinds: npt.NDArray[np.uint8], slots: npt.NDArray[np.int32], ntable: int,
+              lengths: npt.NDArray[np.int64]) -> _InLayer:
+    """Group the packets of an SPI lookup (``spi_lookup``: kinds, table rows, over an SA
+    table of ``ntable`` rows) by SA, numbered in table order."""
+    reason = _SPI_DROP[kinds]
+    bad = np.flatnonzero(reason)
+    go = np.flatnonzero(kinds == SPI_OK)
+    g_slot = slots if go.size == kinds.size else slots[go]
+    used = np.zeros(ntable, dtype=bool)
+    used[g_slot] = True
+    present = np.flatnonzero(used)
+    number = np.zeros(ntable, dtype=_I64)
+    number[present] = np.arange(present.size, dtype=_I64)
+    ginv = number[g_slot]
+    counts = np.bincount(ginv, minlength=present.size)
+    g_len = lengths if go.size == kinds.size else lengths[go]
+    nbytes = np.bincount(ginv, weights=g_len, minlength=present.size)
+    return _InLayer(np.flatnonzero(kinds == SPI_CLEAR), bad, reason[bad], go,
+                    present.tolist(), ginv, counts, nbytes.astype(_I64).tolist())
+
+
+class _InGroups(NamedTuple):
+    """What an inbound layer needs of its SAs, per group (``Router._in_groups``)."""
+
+    recs: tuple[SaRecord | None, ...]
+    multi: bool  # every pair one tunnel-mode SA without a kilobyte lifetime: one core call
+    sas: list[SecurityAssociation]  # the inbound SAs of the live groups
+    sa_index: npt.NDArray[np.int32]  # each group's SA in ``sas`` (-1: none)
+    selectors: npt.NDArray[np.uint32]  # one row of inner-flow ranges per SA of ``sas``
+    entry: npt.NDArray[np.int64]  # the pair's crypto map entry (-1: none)
+    sa: npt.NDArray[np.int64]  # the SA's id (-1: none)
+    all_found: bool  # every group has a live SA
+
+
 def _take(batch: PacketBatch, sel: npt.NDArray[np.int64]) -> PacketBatch:
     """``batch[sel]`` for valid positions ``sel``, without the constructor's O(n) check."""
     return PacketBatch._trusted(batch.buffer, batch.offsets[sel], batch.lengths[sel])
@@ -754,6 +801,7 @@ class Router:
         self._manual_seq: dict[tuple[int, str, int], int] = {}
         self._nest_peer_cache: dict[int, set[int]] = {}
         self._out_group_cache: dict[tuple[int, ...], _OutGroups] = {}
+        self._in_group_cache: dict[tuple[int, ...], _InGroups] = {}
         self._next_event = float("inf")
         self._map_slices: dict[str, tuple[int, int]] = {}
         self._domains: list[_Domain] = []
@@ -1283,7 +1331,9 @@ class Router:
         table = self.sad.cached_inbound_table(dom.id, local)
         if table is None:  # (building it reads the SAD: left to the router's own thread)
             return Prepared(batch, None, None)
-        return Prepared(batch, table, spi_lookup(batch, local, table[0]))
+        kinds, slots = spi_lookup(batch, local, table[0])
+        return Prepared(batch, table, (kinds, slots,
+                                       _in_layer(kinds, slots, len(table[1]), batch.lengths)))
 
     def outbound(self, ifname: str, batch: PacketBatch, *,
                  prepared: Prepared | None = None) -> RouterResult:
@@ -1768,41 +1818,34 @@ class Router:
         cur = batch
         if (prepared is not None and prepared.batch is batch and prepared.made_with is made
                 and prepared.result is not None):
-            kinds, slots = prepared.result
+            kinds, slots, lay = prepared.result
         else:
             kinds, slots = spi_lookup(cur, local, keys)
-        clear = np.flatnonzero(kinds == SPI_CLEAR)
+            lay = _in_layer(kinds, slots, len(table), cur.lengths)
+        clear = lay.clear
         if clear.size:
             sub = _take(cur, clear)
             self._inbound_clear(dom, st, clear, sub, _header(sub))
         for depth in range(self.nesting_depth):
-            reason = _SPI_DROP[kinds]
-            bad = np.flatnonzero(reason)
+            if depth:
+                lay = _in_layer(kinds, slots, len(table), cur.lengths)
+            bad = lay.bad
             if bad.size:
-                st.drop(idx[bad], reason[bad])
-            go = np.flatnonzero(kinds == SPI_OK)
+                st.drop(idx[bad], lay.bad_reason)
+            go = lay.go
             if go.size == 0:
                 break
             whole = go.size == len(cur)  # (the usual case: every packet has its SA)
-            # the SAs present, numbered in key order (each packet's group: its SA's number)
-            used = np.zeros(len(table), dtype=bool)
-            g_slot = slots if whole else slots[go]
-            used[g_slot] = True
-            present = np.flatnonzero(used)
-            number = np.zeros(len(table), dtype=_I64)
-            number[present] = np.arange(present.size, dtype=_I64)
-            ginv = number[g_slot]
+            ginv, counts = lay.ginv, lay.counts
             recs: list[SaRecord | None] = []
-            for j in present.tolist():
+            for j in lay.present:
                 known = table[j]
                 recs.append(known if known.pair is not None and known.pair.alive else None)
             ng = len(recs)
-            counts = np.bincount(ginv, minlength=ng)
+            groups = self._in_groups(dom, recs)
             # Sorted by SA (stable, as outbound); every pair one tunnel-mode SA without a
             # kilobyte lifetime (the usual case): one core call; else one call per pair.
-            multi = all(r is None or (len(r.pair.inbound) == 1 and r.pair.mode != "transport"
-                                      and r.pair.lifetime_kilobytes is None)
-                        for r in recs if r is not None and r.pair is not None)
+            multi = groups.multi
             if multi and _MULTI_IN_ORDER:
                 sp, gsel = go, ginv
             else:
@@ -1827,7 +1870,7 @@ class Router:
             s_olen = np.zeros(sp.size, dtype=_I64)
             in_flow = np.zeros(sp.size, dtype=_U8)  # (the core checked the inner flow)
             if multi:
-                self._open_multi(recs, gsel, s_cur, out, slot, s_status, s_ooff, s_olen, dom,
+                self._open_multi(groups, gsel, s_cur, out, slot, s_status, s_ooff, s_olen,
                                  in_flow)
             else:
                 for g, rec in enumerate(recs):
@@ -1843,20 +1886,18 @@ class Router:
             # DESIGN.md §Policy 4: the inner packet must be in the flow of its SA
             nested = self._inner_flow(dom, recs, gsel, s_status, out, s_ooff, s_olen,
                                       in_flow.view(bool), local)
-            g_entry = np.full(ng, -1, dtype=_I64)
-            g_sa = np.full(ng, -1, dtype=_I64)
-            for g, rec in enumerate(recs):
-                if rec is None or rec.pair is None:
-                    continue
-                g_entry[g] = rec.pair.entry
-                g_sa[g] = rec.id
+            g_entry, g_sa = groups.entry, groups.sa
             gi = idx if in_order else idx[sp]
-            self._count_in_groups(recs, gsel, s_status, s_len, now, gi)
-            found = g_sa[gsel] >= 0
-            if found.all():
-                st.entry[gi] = g_entry[gsel]
-                st.sa[gi] = g_sa[gsel]
+            self._count_in_groups(recs, gsel, s_status, s_len, now, gi,
+                                  lay.nbytes if in_order else None)
+            # (the usual first layer: every packet of the batch, in order)
+            every = in_order and depth == 0 and len(cur) == len(batch)
+            if groups.all_found:
+                at = ... if every else gi
+                st.entry[at] = g_entry[gsel]
+                st.sa[at] = g_sa[gsel]
             else:
+                found = g_sa[gsel] >= 0
                 st.entry[gi[found]] = g_entry[gsel][found]
                 st.sa[gi[found]] = g_sa[gsel][found]
             ok = s_status == 0
@@ -1864,6 +1905,7 @@ class Router:
                 okp: npt.NDArray[np.int64] | slice = slice(None)
                 gpos = gi
             else:
+                every = False
                 st.drop(gi[~ok], s_status[~ok])
                 failed = np.nonzero(~ok)[0]  # (opened but in the wrong flow, or never opened)
                 _zero_slots(out, slot[failed], s_len[failed])
@@ -1871,16 +1913,14 @@ class Router:
                 gpos = gi[okp]
                 if gpos.size == 0:
                     break
-            st.verdict[gpos] = Verdict.PROTECT
+            st.verdict[... if every else gpos] = Verdict.PROTECT
             layer = PacketBatch._trusted(out, s_ooff[okp], s_olen[okp])
-            if depth + 1 == self.nesting_depth:
-                final.append((gpos, layer))
-                break
             # peel again what is still ESP / AH for us (nested protection), known from the
             # inner headers the flow check read
-            more = nested[okp]
-            if not more.any():
+            if depth + 1 == self.nesting_depth or not (more := nested[okp]).any():
                 final.append((gpos, layer))
+                if every:  # the result is this layer as it is
+                    return st.result(batch, final, name, self, "recv", spare, whole=True)
                 break
             stay = np.nonzero(~more)[0]
             final.append((gpos[stay], _take(layer, stay)))
@@ -1974,29 +2014,54 @@ class Router:
             hdr[:, H_DST].astype(_I64) == local)
         return nested
 
-    def _open_multi(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
+    def _in_groups(self, dom: _Domain, recs: list[SaRecord | None]) -> _InGroups:
+        """What an inbound layer needs of its SAs (one per group; None: no live SA),
+        cached for the same SAs (a record's pair, SA and entry never change while it
+        lives; a dead pair's records come as None)."""
+        key = (dom.id, *map(id, recs))
+        got = self._in_group_cache.get(key)
+        if got is not None:
+            return got
+        ng = len(recs)
+        sas: list[SecurityAssociation] = []
+        selectors: list[tuple[int, ...]] = []
+        g_idx = np.full(ng, -1, dtype=np.int32)
+        g_entry = np.full(ng, -1, dtype=_I64)
+        g_sa = np.full(ng, -1, dtype=_I64)
+        for g, rec in enumerate(recs):
+            if rec is None or rec.pair is None:
+                continue
+            g_entry[g] = rec.pair.entry
+            g_sa[g] = rec.id
+            g_idx[g] = len(sas)
+            sas.append(rec.pair.inbound[0].sa)
+            ace = rec.pair.scope[1]  # (-1: a per-host SA, checked by the router)
+            box = dom.spd.inner_selector(rec.pair.entry - dom.offset, ace) \
+                if ace >= 0 else None
+            selectors.append(NO_SELECTOR if box is None else box)
+        multi = all(r is None or (len(r.pair.inbound) == 1 and r.pair.mode != "transport"
+                                  and r.pair.lifetime_kilobytes is None)
+                    for r in recs if r is not None and r.pair is not None)
+        got = _InGroups(tuple(recs), multi, sas, g_idx,
+                        np.array(selectors, dtype=np.uint32).reshape(len(sas), 10),
+                        g_entry, g_sa, bool((g_sa >= 0).all()))
+        if len(self._in_group_cache) >= 16:
+            self._in_group_cache.clear()
+        self._in_group_cache[key] = got
+        return got
+
+    def _open_multi(self, groups: _InGroups, gsel: npt.NDArray[np.int64],
                     sub: PacketBatch, out: npt.NDArray[np.uint8],
                     slot: npt.NDArray[np.int64], status: npt.NDArray[np.uint8],
                     ooff: npt.NDArray[np.int64], olen: npt.NDArray[np.int64],
-                    dom: _Domain, in_flow: npt.NDArray[np.uint8]) -> None:
+                    in_flow: npt.NDArray[np.uint8]) -> None:
         """``_open_pair`` for every SA of a layer at once (each pair one tunnel-mode SA, no
-        kilobyte lifetime): packet i with ``recs[gsel[i]]`` into ``out`` at ``slot[i]``,
-        one core call in packet order; fills ``status`` / ``olen`` (``ooff``: the slots)
-        and ``in_flow``: 1 where the core found the inner packet inside its SA's flow
-        (``CryptoMapSpd.inner_selector``; 0 where it could not tell)."""
-        sas: list[SecurityAssociation] = []
-        selectors: list[tuple[int, ...]] = []
-        g_idx = np.full(len(recs), -1, dtype=_I64)
-        for g, rec in enumerate(recs):
-            if rec is not None and rec.pair is not None:
-                g_idx[g] = len(sas)
-                sas.append(rec.pair.inbound[0].sa)
-                ace = rec.pair.scope[1]  # (-1: a per-host SA, checked by the router)
-                box = dom.spd.inner_selector(rec.pair.entry - dom.offset, ace) \
-                    if ace >= 0 else None
-                selectors.append(NO_SELECTOR if box is None else box)
-        table = np.array(selectors, dtype=np.uint32).reshape(len(sas), 10)
-        sa_index = g_idx[gsel]
+        kilobyte lifetime): packet i with ``groups.recs[gsel[i]]`` into ``out`` at
+        ``slot[i]``, one core call in packet order; fills ``status`` / ``olen`` (``ooff``:
+        the slots) and ``in_flow``: 1 where the core found the inner packet inside its
+        SA's flow (``CryptoMapSpd.inner_selector``; 0 where it could not tell)."""
+        sas, table = groups.sas, groups.selectors
+        sa_index = groups.sa_index[gsel]
         have = sa_index >= 0
         if have.all():
             res = _decapsulate_multi(sas, sa_index, _TUNNEL, sub, out, slot,
@@ -2020,10 +2085,12 @@ class Router:
 
     def _count_in_groups(self, recs: Sequence[SaRecord | None], gsel: npt.NDArray[np.int64],
                          status: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
-                         now: float, pos: npt.NDArray[np.int64]) -> None:
+                         now: float, pos: npt.NDArray[np.int64],
+                         known_bytes: list[int] | None = None) -> None:
         """``_count_in`` for every SA pair of a layer (packet i carried by
-        ``recs[gsel[i]]``, at position ``pos[i]`` of the batch)."""
-        nok, nbytes, bad_of = _per_group(gsel, len(recs), status, lengths)
+        ``recs[gsel[i]]``, at position ``pos[i]`` of the batch; ``known_bytes``: each
+        group's input bytes, if known)."""
+        nok, nbytes, bad_of = _per_group(gsel, len(recs), status, lengths, known_bytes)
         for g, rec in enumerate(recs):
             if rec is None or rec.pair is None:
                 continue
