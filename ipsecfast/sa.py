@@ -420,7 +420,9 @@ def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
                 ) -> tuple[list[SecurityAssociation], npt.NDArray[np.int32],
                            npt.NDArray[np.uint8]]:
     """Programmer errors of a multi-SA call, before any C call: the SAs, one SA index and
-    one mode per packet, and every packet's slot inside ``out``."""
+    one mode per packet, the output arrays. (The core checks every index, mode and slot
+    inside ``out`` again before it writes anything, and raises ValueError: the index
+    range of an int32 ``sa_index`` and the slots are left to it.)"""
     sas = list(sas)
     for sa in sas:
         if not isinstance(sa, SecurityAssociation):
@@ -431,8 +433,8 @@ def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
     idx = np.asarray(sa_index)
     if idx.ndim != 1 or idx.size != n or (n and idx.dtype.kind not in "iu"):
         raise ValueError(f"sa_index must be {n} integers, one per packet")
-    if n and (int(idx.min()) < 0 or int(idx.max()) >= len(sas)):
-        raise ValueError(f"sa_index must be 0..{len(sas) - 1}")
+    if n and idx.dtype != np.int32 and (int(idx.min()) < 0 or int(idx.max()) >= len(sas)):
+        raise ValueError(f"sa_index must be 0..{len(sas) - 1}")  # (before int32 wraps it)
     idx = np.ascontiguousarray(idx, dtype=np.int32)
     lo, hi = min(_MULTI_MODES), max(_MULTI_MODES)  # (the ids are consecutive)
     if np.ndim(mode_ids) == 0:
@@ -455,16 +457,6 @@ def _multi_args(sas: Sequence[SecurityAssociation], sa_index: npt.ArrayLike,
         raise TypeError("out_offsets must be a contiguous 1-D int64 array")
     if out_offsets.size != n:
         raise ValueError(f"out_offsets has {out_offsets.size} entries for {n} packets")
-    if n:
-        need = batch.lengths
-        if encap:  # each SA's larger growth (tunnel): a bound on the packet's slot
-            gmax = np.array([max(sa._max_growth(m) for m in _MULTI_MODES) for sa in sas],
-                            dtype=np.int64)
-            need = need + gmax[idx]
-        # offset > size - room, not offset + room > size: a huge offset must not wrap
-        if int(out_offsets.min()) < 0 or bool(np.any(out_offsets > out.size - need)):
-            raise ValueError(f"out buffer of {out.size} bytes is too small: every packet "
-                             "needs its length + its SA's growth at its offset")
     return sas, idx, modes
 
 
@@ -540,6 +532,8 @@ def _run_multi(cores: list[_esp.SaCore], idx: npt.NDArray[np.int32],
     # (an SA listed twice would get two threads: never split then)
     if threads > 1 and len(batch) >= PARALLEL_MIN_PACKETS and len(cores) > 1 \
             and len({id(c) for c in cores}) == len(cores):
+        if int(idx.min()) < 0 or int(idx.max()) >= len(cores):  # (the split reads them)
+            raise ValueError(f"sa_index must be 0..{len(cores) - 1}")
         parts = _sa_parts(idx, batch.lengths, len(cores), min(threads, _POOL_WORKERS + 1))
     if parts is None:
         _esp.run_multi(*args, random_iv, next_header, nhs, **sel)

@@ -302,6 +302,27 @@ def test_bad_sa_index_raises_before_any_c_call(bad: int) -> None:
     assert [sa.seq for sa in sas] == [0, 0]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bad", [-1, 2])
+def test_bad_int32_sa_index_raises_before_any_write(bad: int, threads: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int32 ``sa_index`` goes to the core unchecked by the facade: the core (or, split
+    over threads, the split) rejects it before anything is written or counted."""
+    import ipsecfast.sa as sa_mod
+
+    monkeypatch.setattr(sa_mod, "PARALLEL_MIN_PACKETS", 1)
+    sas, _ = twins(SPECS[:2])
+    batch = batch_of([64, 64, 64])
+    idx = np.array([0, bad, 1], dtype=np.int32)
+    off, out = slots(batch.lengths, _esp.OVERHEAD)
+    with pytest.raises(ValueError, match="sa_index"):
+        _encapsulate_multi(sas, idx, TUNNEL, batch, out, off, threads=threads)
+    with pytest.raises(ValueError, match="sa_index"):
+        _decapsulate_multi(sas, idx, TUNNEL, batch, out, off, threads=threads)
+    assert [state(sa)[:4] for sa in sas] == [(0, 0, 0, 0)] * 2
+    assert (out == 0xA5).all()
+
+
 def test_other_programmer_errors() -> None:
     sas, _ = twins(SPECS[:2])
     batch = batch_of([64, 64])
