@@ -172,11 +172,13 @@ class _Timed:
         self.seconds += time.perf_counter() - t
         return res
 
-    def outbound(self, ifname: str, batch: PacketBatch, **kw: Any) -> Any:
-        return self._timed(self.router.outbound, ifname, batch, **kw)
+    # (``prepared`` by name: run_pcap hands a router's first step to its reader thread
+    # only when outbound / inbound take it, as ``ipsecfast encrypt`` / ``decrypt`` do)
+    def outbound(self, ifname: str, batch: PacketBatch, *, prepared: Any = None) -> Any:
+        return self._timed(self.router.outbound, ifname, batch, prepared=prepared)
 
-    def inbound(self, ifname: str, batch: PacketBatch, **kw: Any) -> Any:
-        return self._timed(self.router.inbound, ifname, batch, **kw)
+    def inbound(self, ifname: str, batch: PacketBatch, *, prepared: Any = None) -> Any:
+        return self._timed(self.router.inbound, ifname, batch, prepared=prepared)
 
     # (the reader thread's share, not counted in ``router s``)
     def prepare_outbound(self, ifname: str, batch: PacketBatch) -> Any:
