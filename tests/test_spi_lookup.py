@@ -206,6 +206,18 @@ def test_random_batches_match_the_oracle(seed: int) -> None:
     assert set(want[0]) == set(KINDS)
 
 
+@pytest.mark.parametrize("nk", range(0, 18))
+def test_every_key_and_its_neighbours_for_small_tables(nk: int) -> None:
+    """The search at every table size up to 17: each key is found at its index; the
+    SPIs just below and above each key (absent) are unknown."""
+    spis = [0x100 * (i + 1) for i in range(nk)]
+    keys = [key(ESP, s) for s in spis]
+    probes = sorted({p for s in spis for p in (s - 1, s, s + 1)} | {0, 0xFFFFFFFF})
+    pkts = [esp(p) for p in probes]
+    kinds = check(pkts, keys)
+    assert kinds == [OK if p in spis else UNKNOWN for p in probes]
+
+
 def test_constants_are_distinct_small_ints() -> None:
     assert len(set(KINDS)) == 7
     assert all(isinstance(k, int) and 0 <= k < 256 for k in KINDS)
