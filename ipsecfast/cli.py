@@ -227,27 +227,34 @@ class _Writer:
         import queue
         import threading
 
+        import numpy as np
+
+        from .router import Verdict
+
         self._fh = fh
         self._threaded = threaded
-        self._queue: queue.Queue[tuple[Capture, Any, Any] | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[tuple[Capture, Any, Any, Any] | None] = queue.Queue(
+            maxsize=depth)
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._first = True
         self.packets = self.nbytes = self.snaplen = 0
+        self.verdicts = np.zeros(len(Verdict), dtype=np.int64)  # chunks put, by verdict
+        self.reasons = np.zeros(256, dtype=np.int64)  # dropped packets, by reason
         self._thread = threading.Thread(target=self._run, name="ipsecfast-writer", daemon=True)
         if threaded:
             self._thread.start()
 
-    def put(self, sub: Capture, packets: Any, verdict: Any) -> None:
-        """Queue a chunk: its frames, the router's packets (aligned with its IPv4 frames)
-        and their verdicts (the writer itself picks what to write: less work on the
-        router's thread)."""
+    def put(self, sub: Capture, packets: Any, verdict: Any, reason: Any) -> None:
+        """Queue a chunk: its frames, the router's packets (aligned with its IPv4 frames),
+        their verdicts and drop reasons (the writer itself counts them and picks what to
+        write: less work on the router's thread)."""
         if self._error is not None:
             raise self._error
         if not self._threaded:
-            self._write(sub, packets, verdict)
+            self._write(sub, packets, verdict, reason)
             return
-        self._queue.put((sub, packets, verdict))
+        self._queue.put((sub, packets, verdict, reason))
 
     def close(self) -> None:
         """Wait for every chunk to be written; re-raise what the writer met."""
@@ -282,9 +289,15 @@ class _Writer:
                 except BaseException as err:  # handed to the main thread by put / close
                     self._error = err
 
-    def _write(self, sub: Capture, packets: Any, verdict: Any) -> None:
+    def _write(self, sub: Capture, packets: Any, verdict: Any, reason: Any) -> None:
+        import numpy as np
+
         from .router import Verdict
 
+        self.verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
+        dropped = verdict == Verdict.DROP
+        if dropped.any():
+            self.reasons += np.bincount(reason[dropped], minlength=256)
         # bypassed frames are copied whole, dropped ones left out; the records straight
         # from the chunk and the router's packets, no rebuilt capture in between; the
         # file header before the first chunk only
@@ -379,8 +392,6 @@ def run_pcap(
     # the file header and the first chunk's records are checked before any output exists
     first = next(chunks)
     linktype = first[0].linktype
-    verdicts = np.zeros(len(Verdict), dtype=np.int64)
-    reasons = np.zeros(256, dtype=np.int64)
     n = n_ip = bytes_in = 0
     made: os.stat_result | None = None  # the output file, once this run has opened it
     try:
@@ -400,12 +411,8 @@ def run_pcap(
                         n += len(sub)
                         n_ip += verdict.size
                         bytes_in += sub.frames.nbytes
-                        verdicts += np.bincount(verdict, minlength=len(Verdict))[:len(Verdict)]
-                        dropped = verdict == Verdict.DROP
-                        if dropped.any():
-                            reasons += np.bincount(np.asarray(res.reason)[dropped],
-                                                   minlength=256)
-                        writer.put(sub, res.packets, verdict)
+                        # (the writer counts the verdicts and drop reasons)
+                        writer.put(sub, res.packets, verdict, np.asarray(res.reason))
                         bar.update(sub.frames.nbytes + 16 * len(sub))
                 finally:
                     reader.close()
@@ -425,6 +432,7 @@ def run_pcap(
                     os.unlink(real)
         raise
     n_out, bytes_out = writer.packets, writer.nbytes
+    verdicts, reasons = writer.verdicts, writer.reasons
     seconds = time.perf_counter() - start
     drops = {_reason_label(int(code)): int(reasons[code]) for code in np.flatnonzero(reasons)}
     return {
