@@ -388,7 +388,7 @@ def run_pcap(
 
     start = time.perf_counter()
     buf = pcap.map_file(source)
-    chunks = staged(pcap.iter_chunks(buf, chunk_packets))
+    chunks = staged(pcap.iter_chunks(buf, chunk_packets, taper=threaded))
     # the file header and the first chunk's records are checked before any output exists
     first = next(chunks)
     linktype = first[0].linktype

@@ -440,14 +440,22 @@ def map_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
 
 
 def iter_chunks(source: str | os.PathLike[str] | bytes | bytearray | memoryview
-                | npt.NDArray[np.uint8], chunk_packets: int = 1 << 16) -> Iterator[Capture]:
+                | npt.NDArray[np.uint8], chunk_packets: int = 1 << 16, *,
+                taper: bool = False) -> Iterator[Capture]:
     """The capture ``source`` (a path, memory-mapped with :func:`map_file`, or the file's
     bytes, as ``bytes`` or a ``uint8`` array) as consecutive captures of at most ``chunk_packets``
     frames, each a zero-copy view of just the bytes its frames span. A classic pcap file
     is scanned a chunk at a time (a chunk is ready after scanning its own records, and
     a PcapError for a corrupt record comes when its chunk is reached); a pcapng file is
     scanned whole first. Timestamps, wire lengths, link type and resolution are each
-    chunk's part of the file's. A capture without packets gives one empty chunk."""
+    chunk's part of the file's. A capture without packets gives one empty chunk.
+
+    ``taper``: smaller chunks at both ends of a classic pcap file, for a pipeline of
+    threads (``ipsecfast encrypt``): the first is ``chunk_packets / 16`` frames and each
+    next one at most twice the last, so the later stages start early; near the end each
+    chunk is about half of the frames left (estimated from the mean record size so far;
+    at least ``chunk_packets / 16``), so the last stage has little left to do when the
+    others are done."""
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
     if isinstance(source, (str, os.PathLike)):
@@ -469,10 +477,16 @@ def iter_chunks(source: str | os.PathLike[str] | bytes | bytearray | memoryview
     big, nano, linktype = kind
     pos = 24
     first = True
+    least = max(1, chunk_packets // 16)
+    limit = least if taper else chunk_packets
+    done = 0  # frames so far
     while pos < buf.size or first:
         if pos < buf.size:
-            off, lens, orig, ts, pos = _pcap.scan_classic_part(buf, big, nano, pos,
-                                                               chunk_packets)
+            if taper and done:
+                left = (buf.size - pos) * done // (pos - 24)  # frames left, estimated
+                limit = min(2 * limit, chunk_packets, max(least, -(-left // 2)))
+            off, lens, orig, ts, pos = _pcap.scan_classic_part(buf, big, nano, pos, limit)
+            done += len(off)
             lo, hi = int(off[0]), int(off[-1] + lens[-1])  # (a part has >= 1 record)
             frames = PacketBatch._trusted(buf[lo:hi], off - lo, lens)
         else:  # no records at all: one empty chunk, which still has the link type

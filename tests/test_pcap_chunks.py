@@ -68,6 +68,30 @@ def test_classic_chunks_equal_the_file(big: bool, nano: bool, chunk: int) -> Non
     assert [p for c in chunks for p in c.ip_packets().to_list()] == [f[14:] for f in fr]
 
 
+@pytest.mark.parametrize("chunk", [1, 16, 64, 100])
+@pytest.mark.parametrize("n", [0, 1, 150, 2000])
+def test_tapered_chunks_equal_the_file(chunk: int, n: int) -> None:
+    """``taper``: the same frames in order; chunks start at chunk / 16 and at most double,
+    never pass ``chunk``, and near the end shrink to about half of what is left."""
+    fr = frames(n, seed=n)
+    data, ts = classic(fr)
+    chunks = list(pcap.iter_chunks(np.frombuffer(data, dtype=np.uint8), chunk, taper=True))
+    got, got_ts, _ = flatten(chunks)
+    assert got == fr and got_ts == ts
+    sizes = [len(c) for c in chunks]
+    least = max(1, chunk // 16)
+    if n == 0:
+        assert sizes == [0]
+        return
+    assert sizes[0] == min(least, n)
+    assert all(least <= k <= chunk for k in sizes[:-1]) and 1 <= sizes[-1] <= chunk
+    assert all(b <= 2 * a for a, b in zip(sizes, sizes[1:], strict=False))  # (at most doubling)
+    if n >= 8 * chunk and chunk >= 16:  # the full size is reached; the tail tapers off
+        assert chunk in sizes
+        assert sizes[-1] <= max(least, chunk // 2)
+        assert len(sizes) > -(-n // chunk) + 1
+
+
 def test_pcapng_chunks_equal_the_file(tmp_path: Path) -> None:
     fr = frames(40, seed=2)
     path = tmp_path / "x.pcapng"
