@@ -23,9 +23,10 @@ cdef extern from *:
     void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
     void prefetch_w "__builtin_prefetch"(const void* p, int rw) noexcept nogil
 
-# Packets ahead of the one being processed whose first bytes (and output slot) the loops
-# ask the CPU to fetch: each packet starts a new stream the hardware prefetcher has not
-# seen, and the packets of a batch are far apart when it is a view of a capture.
+# Packets ahead of the one being processed whose first bytes (and, encapsulating, output
+# slot) the loops ask the CPU to fetch: each packet starts a new stream the hardware
+# prefetcher has not seen, and the packets of a batch are far apart when it is a view of
+# a capture. (Decapsulating, the write prefetch of the slot measured 3-5 % slower.)
 DEF AHEAD = 2
 
 from ipsecfast.exceptions import InternalError, UnsupportedTransform
@@ -1469,7 +1470,7 @@ cdef class SaCore:
                     if offsets[j] >= 0 and offsets[j] < bufsize:
                         prefetch(bp + offsets[j])
                         prefetch(bp + offsets[j] + 64)
-                    if placed and out_offsets[j] < outsize:
+                    if encap and placed and out_offsets[j] < outsize:  # (see AHEAD)
                         prefetch_w(op + out_offsets[j], 1)
                         prefetch_w(op + out_offsets[j] + 64, 1)
                 o = offsets[i]
@@ -1776,7 +1777,7 @@ def run_multi(cores, const int32_t[::1] sa_index, const uint8_t[::1] modes,
                     if offsets[ahead] >= 0 and offsets[ahead] < bufsize:
                         prefetch(bp + offsets[ahead])
                         prefetch(bp + offsets[ahead] + 64)
-                    if out_offsets[ahead] < outsize:
+                    if encap and out_offsets[ahead] < outsize:  # (see AHEAD)
                         prefetch_w(op + out_offsets[ahead], 1)
                         prefetch_w(op + out_offsets[ahead] + 64, 1)
                 x = sa_index[i]
