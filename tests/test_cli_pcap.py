@@ -367,6 +367,39 @@ def test_chunks_do_not_change_the_output(tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("allowed", [{0, 1, 2, 3}, {5}])
+def test_reader_and_writer_threads_share_one_cpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        allowed: set[int]) -> None:
+    """The reader and writer threads of ``encrypt`` / ``decrypt`` keep to the last CPU the
+    process may use (the router's thread is left alone); with one CPU, nothing is pinned.
+    The output is the same either way."""
+    import os
+    import threading
+
+    main_thread = threading.get_ident()
+    calls: list[tuple[str, set[int]]] = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
+
+    def record(pid: int, cpus: set[int]) -> None:
+        assert pid == 0 and threading.get_ident() != main_thread
+        calls.append((threading.current_thread().name, set(cpus)))
+
+    monkeypatch.setattr(os, "sched_setaffinity", record, raising=False)
+    pair = make_pair(tmp_path, "esp-null esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
+    enc, dec = tmp_path / "e.pcap", tmp_path / "d.pcap"
+    assert encrypt(pair, clear, enc) == 0
+    assert decrypt(pair, enc, dec) == 0
+    assert dec.read_bytes() == clear.read_bytes()
+    if len(allowed) >= 2:
+        assert sorted(calls) == sorted([("ipsecfast-reader", {3}), ("ipsecfast-writer", {3})] * 2)
+    else:
+        assert calls == []
+    capsys.readouterr()
+
+
 def test_crypto_threads_option(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``--crypto-threads N`` reaches ``Router(crypto_threads=N)`` and changes no byte of
