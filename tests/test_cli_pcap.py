@@ -400,6 +400,52 @@ def test_reader_and_writer_threads_share_one_cpu(
     capsys.readouterr()
 
 
+def test_preallocate_makes_the_file_that_long_or_leaves_it_empty(tmp_path: Path) -> None:
+    import os
+
+    from ipsecfast.cli import _preallocate
+
+    path = tmp_path / "p.bin"
+    with open(path, "wb") as fh:
+        ok = _preallocate(fh.fileno(), 1 << 20)
+    assert path.stat().st_size == (1 << 20 if ok else 0)
+    if os.uname().sysname == "Linux":
+        assert ok  # (ext4 and tmpfs have fallocate)
+    with open(path, "wb") as fh:
+        assert not _preallocate(fh.fileno(), 0)
+    assert path.stat().st_size == 0
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_outputs_are_cut_to_their_records_whether_preallocated_or_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        granted: bool) -> None:
+    """``encrypt`` / ``decrypt`` ask for the output's blocks up front (a quarter more than
+    the input when encrypting) and cut the file after the last record; where that is
+    refused they write as before. The files are the same either way."""
+    import ipsecfast.cli as cli
+
+    asked: list[int] = []
+    real = cli._preallocate
+
+    def spy(fd: int, nbytes: int) -> bool:
+        asked.append(nbytes)
+        return real(fd, nbytes) if granted else False
+
+    monkeypatch.setattr(cli, "_preallocate", spy)
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
+    enc, dec = tmp_path / "e.pcap", tmp_path / "d.pcap"
+    assert encrypt(pair, clear, enc) == 0
+    assert decrypt(pair, enc, dec) == 0
+    size = clear.stat().st_size
+    assert asked == [size + size // 4, enc.stat().st_size]
+    assert dec.read_bytes() == clear.read_bytes()  # (no trailing bytes)
+    assert len(pcap.read(enc).frames) == len(pcap.read(clear).frames)
+    capsys.readouterr()
+
+
 def test_crypto_threads_option(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``--crypto-threads N`` reaches ``Router(crypto_threads=N)`` and changes no byte of
