@@ -1306,7 +1306,9 @@ class Router:
     # -- preparation (any thread) ------------------------------------------------------------
     def prepare_outbound(self, ifname: str, batch: PacketBatch) -> Prepared:
         """The part of ``outbound(ifname, batch)`` that reads only the packets and the
-        crypto map: classification and header fields. It changes no state, so another
+        crypto map: classification, header fields, and the first layer's policy work
+        (``_out_layer``: §Policy drops, ACL hits to count, SA scopes). It changes no
+        state (the hits are counted when ``outbound`` uses the result), so another
         thread may run it while this router works on an earlier batch (``ipsecfast
         encrypt`` does so on its reader thread); pass the result to ``outbound`` as
         ``prepared``. It is used only if the crypto map is still the one it was made
@@ -1321,9 +1323,9 @@ class Router:
                                                      cls.status != 0, f, True)))
 
     def prepare_inbound(self, ifname: str, batch: PacketBatch) -> Prepared:
-        """As ``prepare_outbound``, for ``inbound``: the SPI lookup of every packet,
-        made with the SA database as it is now (``inbound`` uses it only if no SA was
-        added or deleted since)."""
+        """As ``prepare_outbound``, for ``inbound``: the SPI lookup of every packet and
+        the grouping by SA (``_in_layer``), made with the SA database as it is now
+        (``inbound`` uses it only if no SA was added or deleted since)."""
         dom = self._iface_domain.get(self._interface(ifname))
         if dom is None or not isinstance(batch, PacketBatch) or len(batch) == 0:
             return Prepared(batch, None, None)
