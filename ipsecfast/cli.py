@@ -312,13 +312,25 @@ class _Writer:
             self._thread.join()
         if self._error is not None:
             raise self._error
-        if self.preallocated:  # the blocks past the last record go back
-            self._fh.flush()
-            os.ftruncate(self._fh.fileno(), self._fh.tell())
+        self.cut()
         if self.snaplen > 65535:
             # pcap.write sized the header's SnapLen for the first chunk only.
             self._fh.seek(16)
             self._fh.write(self.snaplen.to_bytes(4, "little"))
+
+    def cut(self, strict: bool = True) -> None:
+        """Give back the preallocated blocks past what was written (at the end of the
+        records: call it with the writer stopped). ``strict=False``: after a failure,
+        errors are ignored."""
+        if not self.preallocated:
+            return
+        self.preallocated = False
+        try:
+            self._fh.flush()
+            os.ftruncate(self._fh.fileno(), self._fh.tell())
+        except (OSError, ValueError):
+            if strict:
+                raise
 
     def abort(self) -> None:
         """After a failure (Ctrl-C included): drop the chunks still waiting, let the one
@@ -479,6 +491,7 @@ def run_pcap(
                 writer.close()
             except BaseException:
                 writer.abort()
+                writer.cut(strict=False)  # (what another link to the file keeps)
                 raise
     except BaseException:
         # no half-written capture is left behind (Ctrl-C included): the regular file this

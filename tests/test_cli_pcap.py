@@ -731,6 +731,42 @@ def test_no_partial_output_and_no_overwriting_the_input(
     assert not out.exists()
 
 
+def test_a_failed_run_leaves_no_preallocated_tail_behind_a_hard_link(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written through a hard link, a failed run removes its own name; the other name
+    keeps the records written so far and nothing after them (no preallocated zeros)."""
+    import os
+
+    from ipsecfast.exceptions import InternalError
+    from ipsecfast.router import Router
+
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40), ethernet=True)
+    real = Router.outbound
+    calls = []
+
+    def failing(self: Router, ifname: str, batch: object) -> object:
+        calls.append(1)
+        if len(calls) == 4:
+            raise InternalError("simulated OpenSSL failure")
+        return real(self, ifname, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Router, "outbound", failing)
+    out, other = tmp_path / "out.pcap", tmp_path / "other.pcap"
+    out.write_bytes(b"")
+    os.link(out, other)
+    assert encrypt(pair, clear, out, "--chunk-packets", "8") == 2
+    assert "simulated OpenSSL failure" in capsys.readouterr().err
+    assert not out.exists()
+    kept = other.read_bytes()
+    frames = pcap.read(other).frames if kept else None
+    # a pcap header and whole records only (a preallocated tail would read as zeros)
+    assert kept == b"" or len(kept) == 24 + sum(16 + len(f) for f in frames.to_list())
+    assert kept == b"" or all(len(f) > 0 for f in frames.to_list())
+    assert len(kept) < clear.stat().st_size
+
+
 def test_keys_are_wiped_when_the_command_ends(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from ipsecfast.router import Router
