@@ -451,11 +451,12 @@ def iter_chunks(source: str | os.PathLike[str] | bytes | bytearray | memoryview
     chunk's part of the file's. A capture without packets gives one empty chunk.
 
     ``taper``: smaller chunks at both ends of a classic pcap file, for a pipeline of
-    threads (``ipsecfast encrypt``): the first is ``chunk_packets / 16`` frames and each
-    next one at most twice the last, so the later stages start early; near the end each
-    chunk is about half of the frames left (estimated from the mean record size so far;
-    at least ``chunk_packets / 16``), so the last stage has little left to do when the
-    others are done."""
+    threads (``ipsecfast encrypt``): the first ``chunk_packets`` frames are read (and
+    checked) as one chunk, then handed on in pieces of ``chunk_packets / 16``, twice
+    that, ... frames, so the later stages start early; near the end each chunk is about
+    half of the frames left (estimated from the mean record size so far; at least
+    ``chunk_packets / 16``), so the last stage has little left to do when the others are
+    done."""
     if chunk_packets < 1:
         raise ValueError("the chunk size must be at least 1 packet")
     if isinstance(source, (str, os.PathLike)):
@@ -478,21 +479,33 @@ def iter_chunks(source: str | os.PathLike[str] | bytes | bytearray | memoryview
     pos = 24
     first = True
     least = max(1, chunk_packets // 16)
-    limit = least if taper else chunk_packets
+    limit = chunk_packets
     done = 0  # frames so far
     while pos < buf.size or first:
         if pos < buf.size:
             if taper and done:
                 left = (buf.size - pos) * done // (pos - 24)  # frames left, estimated
-                limit = min(2 * limit, chunk_packets, max(least, -(-left // 2)))
+                limit = min(chunk_packets, max(least, -(-left // 2)))
             off, lens, orig, ts, pos = _pcap.scan_classic_part(buf, big, nano, pos, limit)
             done += len(off)
             lo, hi = int(off[0]), int(off[-1] + lens[-1])  # (a part has >= 1 record)
-            frames = PacketBatch._trusted(buf[lo:hi], off - lo, lens)
+            part = Capture(PacketBatch._trusted(buf[lo:hi], off - lo, lens), linktype, ts,
+                           orig, nanosecond=nano)
+            if taper and first:
+                # the first chunk's records are all read (and checked) before the first
+                # piece is handed on, as without taper; then pieces of least, 2 x least,
+                # ... frames, the last one taking the rest
+                first = False
+                a, step = 0, least
+                while a < len(part):
+                    b = a + step if len(part) - (a + step) >= 2 * step else len(part)
+                    yield part.slice(a, b)
+                    a, step = b, 2 * step
+                continue
         else:  # no records at all: one empty chunk, which still has the link type
-            frames, ts, orig = PacketBatch.empty(), None, None
+            part = Capture(PacketBatch.empty(), linktype, None, None, nanosecond=nano)
         first = False
-        yield Capture(frames, linktype, ts, orig, nanosecond=nano)
+        yield part
 
 
 def write(

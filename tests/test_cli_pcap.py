@@ -767,6 +767,24 @@ def test_a_failed_run_leaves_no_preallocated_tail_behind_a_hard_link(
     assert len(kept) < clear.stat().st_size
 
 
+def test_a_corrupt_record_in_the_first_chunk_leaves_an_existing_output_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first chunk's records are all checked before the output file is made, also
+    when they are handed to the router in smaller pieces (the tapered start)."""
+    import struct
+
+    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
+    clear = tmp_path / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40), ethernet=False)
+    with open(clear, "ab") as fh:  # record 41 claims more bytes than the file has left
+        fh.write(struct.pack("<IIII", 1, 0, 1 << 20, 1 << 20) + b"x" * 8)
+    out = tmp_path / "out.pcap"
+    out.write_bytes(b"precious")
+    assert encrypt(pair, clear, out, "--chunk-packets", "64") == 2
+    assert "corrupt packet record at byte offset" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+
+
 def test_keys_are_wiped_when_the_command_ends(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from ipsecfast.router import Router

@@ -71,8 +71,9 @@ def test_classic_chunks_equal_the_file(big: bool, nano: bool, chunk: int) -> Non
 @pytest.mark.parametrize("chunk", [1, 16, 64, 100])
 @pytest.mark.parametrize("n", [0, 1, 150, 2000])
 def test_tapered_chunks_equal_the_file(chunk: int, n: int) -> None:
-    """``taper``: the same frames in order; chunks start at chunk / 16 and at most double,
-    never pass ``chunk``, and near the end shrink to about half of what is left."""
+    """``taper``: the same frames in order; the first ``chunk`` frames come in growing
+    pieces starting at chunk / 16, no chunk passes ``chunk``, and near the end the chunks
+    shrink to about half of what is left."""
     fr = frames(n, seed=n)
     data, ts = classic(fr)
     chunks = list(pcap.iter_chunks(np.frombuffer(data, dtype=np.uint8), chunk, taper=True))
@@ -85,7 +86,10 @@ def test_tapered_chunks_equal_the_file(chunk: int, n: int) -> None:
         return
     assert sizes[0] == min(least, n)
     assert all(least <= k <= chunk for k in sizes[:-1]) and 1 <= sizes[-1] <= chunk
-    assert all(b <= 2 * a for a, b in zip(sizes, sizes[1:], strict=False))  # (at most doubling)
+    ends = np.cumsum(sizes).tolist()
+    assert min(n, chunk) in ends  # (the first chunk's frames, in pieces)
+    ramp = sizes[:ends.index(min(n, chunk)) + 1]
+    assert ramp == sorted(ramp) and (len(ramp) > 1) == (min(n, chunk) >= 3 * least)
     if n >= 8 * chunk and chunk >= 16:  # the full size is reached; the tail tapers off
         assert chunk in sizes
         assert sizes[-1] <= max(least, chunk // 2)
