@@ -405,6 +405,7 @@ class _InGroups(NamedTuple):
     """What an inbound layer needs of its SAs, per group (``Router._in_groups``)."""
 
     recs: tuple[SaRecord | None, ...]
+    spd: Any  # the crypto map the selectors come from
     multi: bool  # every pair one tunnel-mode SA without a kilobyte lifetime: one core call
     sas: list[SecurityAssociation]  # the inbound SAs of the live groups
     sa_index: npt.NDArray[np.int32]  # each group's SA in ``sas`` (-1: none)
@@ -2018,11 +2019,12 @@ class Router:
 
     def _in_groups(self, dom: _Domain, recs: list[SaRecord | None]) -> _InGroups:
         """What an inbound layer needs of its SAs (one per group; None: no live SA),
-        cached for the same SAs (a record's pair, SA and entry never change while it
-        lives; a dead pair's records come as None)."""
-        key = (dom.id, *map(id, recs))
+        cached for the same SAs under the same crypto map (a record's pair, SA and entry
+        never change while it lives; a dead pair's records come as None; the inner-flow
+        selectors come from the crypto map, which ``set_entry_flows`` replaces)."""
+        key = (dom.id, id(dom.spd), *map(id, recs))
         got = self._in_group_cache.get(key)
-        if got is not None:
+        if got is not None and got.spd is dom.spd:
             return got
         ng = len(recs)
         sas: list[SecurityAssociation] = []
@@ -2044,7 +2046,7 @@ class Router:
         multi = all(r is None or (len(r.pair.inbound) == 1 and r.pair.mode != "transport"
                                   and r.pair.lifetime_kilobytes is None)
                     for r in recs if r is not None and r.pair is not None)
-        got = _InGroups(tuple(recs), multi, sas, g_idx,
+        got = _InGroups(tuple(recs), dom.spd, multi, sas, g_idx,
                         np.array(selectors, dtype=np.uint32).reshape(len(sas), 10),
                         g_entry, g_sa, bool((g_sa >= 0).all()))
         if len(self._in_group_cache) >= 16:

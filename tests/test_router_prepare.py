@@ -99,3 +99,77 @@ def test_inbound_without_a_built_table_prepares_nothing() -> None:
     pre = rb.prepare_inbound(IF, out.packets)
     assert pre.result is None
     assert rb.inbound(IF, out.packets, prepared=pre).verdict.tolist() == [1]
+
+
+# -- the whole-batch fast path and the per-pair caches ----------------------------------------
+
+def _state(r: Router) -> tuple[object, ...]:
+    """Every counter a batch moves: pairs (packets, bytes, errors), drops, ACL hits."""
+    pairs = sorted((p.encaps, p.decaps, p.bytes_out, p.bytes_in, sorted(p.send_errors.items()),
+                    sorted(p.recv_errors.items())) for p in r.sad)
+    hits = sorted((name, sorted(acl.hits.items())) for e in r.entries if (acl := e.acl)
+                  for name in [acl.name])
+    return pairs, sorted((k, sorted(v.items())) for k, v in r.drops.items()), hits
+
+
+@pytest.mark.parametrize("spec", ["esp-gcm", "esp-aes esp-sha-hmac", "ah-sha-hmac esp-aes"])
+@pytest.mark.parametrize("prepare", [False, True])
+def test_a_whole_batch_answers_as_the_general_path(spec: str, prepare: bool) -> None:
+    """A batch every packet of which is protected (outbound) / opened (inbound) in order
+    takes a shortcut to its result; the same packets followed by one bypassed packet take
+    the general path. Both must give the same verdicts, entries, SAs, bytes and counters
+    for those packets."""
+    a, b, _ = manual_pair(spec)
+    pkts = [udp("10.1.0.5", "10.2.0.7", i=i, size=60 + 37 * i) for i in range(30)]
+    whole = PacketBatch.from_list(pkts)
+    mixed = PacketBatch.from_list([*pkts, udp("10.9.0.1", "10.9.0.2")])
+    ra1, ra2 = Router(a), Router(a)
+
+    def out(r: Router, batch: PacketBatch) -> object:
+        pre = r.prepare_outbound(IF, batch) if prepare else None
+        return r.outbound(IF, batch, prepared=pre)
+
+    o1, o2 = out(ra1, whole), out(ra2, mixed)
+    n = len(pkts)
+    assert o1.verdict.tolist() == [1] * n and o2.verdict.tolist() == [1] * n + [BYPASS]
+    for field in ("verdict", "reason", "entry", "sa"):
+        assert getattr(o1, field).tolist() == getattr(o2, field)[:n].tolist(), field
+    assert o1.packets.lengths.tolist() == o2.packets.lengths[:n].tolist()
+    assert _state(ra1) == _state(ra2)
+    # inbound: B opens A's packets, alone and with a clear bypassed packet after them
+    wire = o1.packets
+    wire_mixed = PacketBatch.from_list([*wire.to_list(), udp("10.9.0.2", "10.9.0.1")])
+    rb1, rb2 = Router(b), Router(b)
+    for r in (rb1, rb2):
+        r.inbound(IF, PacketBatch.from_list([udp("10.8.0.1", "10.8.0.2")]))  # (its SPI table)
+
+    def inb(r: Router, batch: PacketBatch) -> object:
+        pre = r.prepare_inbound(IF, batch) if prepare else None
+        return r.inbound(IF, batch, prepared=pre)
+
+    i1, i2 = inb(rb1, wire), inb(rb2, wire_mixed)
+    assert i1.verdict.tolist() == [1] * n
+    for field in ("verdict", "reason", "entry", "sa"):
+        assert getattr(i1, field).tolist() == getattr(i2, field)[:n].tolist(), field
+    assert i1.packets.to_list() == pkts == i2.packets[:n].to_list()
+    assert _state(rb1) == _state(rb2)
+
+
+def test_new_pairs_after_a_clear_are_used_not_the_cached_ones() -> None:
+    """The per-pair arrays are cached for the same pairs: after ``clear crypto sa`` the
+    manual pairs are installed again (new objects, new SA ids) and the next batch must be
+    protected / opened by the new ones, counted on them."""
+    a, b, _ = manual_pair("esp-gcm")
+    ra, rb = Router(a), Router(b)
+    batch = PacketBatch.from_list([udp("10.1.0.5", "10.2.0.7", i=i) for i in range(8)])
+    first = ra.outbound(IF, batch)
+    assert rb.inbound(IF, first.packets).verdict.tolist() == [1] * 8
+    old_out, old_in = set(first.sa.tolist()), {p.id for p in rb.sad}
+    ra.clear_crypto_sa()
+    rb.clear_crypto_sa()
+    again = ra.outbound(IF, batch)
+    assert again.verdict.tolist() == [1] * 8 and not set(again.sa.tolist()) & old_out
+    opened = rb.inbound(IF, again.packets)
+    assert opened.verdict.tolist() == [1] * 8 and opened.packets.to_list() == batch.to_list()
+    assert not {p.id for p in rb.sad} & old_in
+    assert [p.encaps for p in ra.sad] == [8] and [p.decaps for p in rb.sad] == [8]
