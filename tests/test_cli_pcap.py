@@ -367,6 +367,19 @@ def test_chunks_do_not_change_the_output(tmp_path: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
+def round_trip(tmp: Path, ts_text: str) -> tuple[Path, Path]:
+    """``encrypt`` then ``decrypt`` 40 protected and the bypassed packets (Ethernet);
+    checks that the result is the input, byte for byte; (input, encrypted) paths."""
+    pair = make_pair(tmp, ts_text)
+    clear = tmp / "clear.pcap"
+    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
+    enc, dec = tmp / "e.pcap", tmp / "d.pcap"
+    assert encrypt(pair, clear, enc) == 0
+    assert decrypt(pair, enc, dec) == 0
+    assert dec.read_bytes() == clear.read_bytes()
+    return clear, enc
+
+
 @pytest.mark.parametrize("allowed", [{0, 1, 2, 3}, {5}])
 def test_reader_and_writer_threads_share_one_cpu(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -386,13 +399,7 @@ def test_reader_and_writer_threads_share_one_cpu(
         calls.append((threading.current_thread().name, set(cpus)))
 
     monkeypatch.setattr(os, "sched_setaffinity", record, raising=False)
-    pair = make_pair(tmp_path, "esp-null esp-sha-hmac")
-    clear = tmp_path / "clear.pcap"
-    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
-    enc, dec = tmp_path / "e.pcap", tmp_path / "d.pcap"
-    assert encrypt(pair, clear, enc) == 0
-    assert decrypt(pair, enc, dec) == 0
-    assert dec.read_bytes() == clear.read_bytes()
+    round_trip(tmp_path, "esp-null esp-sha-hmac")
     if len(allowed) >= 2:
         assert sorted(calls) == sorted([("ipsecfast-reader", {3}), ("ipsecfast-writer", {3})] * 2)
     else:
@@ -435,15 +442,9 @@ def test_outputs_are_cut_to_their_records_whether_preallocated_or_not(
         return real(fd, nbytes) if granted else False
 
     monkeypatch.setattr(cli, "_preallocate", spy)
-    pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
-    clear = tmp_path / "clear.pcap"
-    build_capture(clear, protected_packets("tunnel", 40) + bypass_packets(), ethernet=True)
-    enc, dec = tmp_path / "e.pcap", tmp_path / "d.pcap"
-    assert encrypt(pair, clear, enc) == 0
-    assert decrypt(pair, enc, dec) == 0
+    clear, enc = round_trip(tmp_path, "esp-aes esp-sha-hmac")  # (decrypt(encrypt(x)) == x)
     size = clear.stat().st_size
     assert asked == [size + size // 4, enc.stat().st_size]
-    assert dec.read_bytes() == clear.read_bytes()  # (no trailing bytes)
     assert len(pcap.read(enc).frames) == len(pcap.read(clear).frames)
     capsys.readouterr()
 
@@ -704,11 +705,26 @@ def test_snaplen_covers_a_jumbo_frame_in_a_later_chunk(tmp_path: Path,
     assert pcap.read(enc).frames[-1] == pcap.read(clear).frames[-1]
 
 
-def test_no_partial_output_and_no_overwriting_the_input(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def fail_outbound_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """``Router.outbound`` raises InternalError (a simulated OpenSSL failure) on its
+    ``call``-th call."""
     from ipsecfast.exceptions import InternalError
     from ipsecfast.router import Router
 
+    real = Router.outbound
+    calls = []
+
+    def failing(self: Router, ifname: str, batch: object) -> object:
+        calls.append(1)
+        if len(calls) == call:
+            raise InternalError("simulated OpenSSL failure")
+        return real(self, ifname, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Router, "outbound", failing)
+
+
+def test_no_partial_output_and_no_overwriting_the_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
     clear = tmp_path / "clear.pcap"
     build_capture(clear, protected_packets("tunnel", 8), ethernet=False)
@@ -717,16 +733,7 @@ def test_no_partial_output_and_no_overwriting_the_input(
     assert "overwrite the input" in capsys.readouterr().err
     assert clear.read_bytes() == original
 
-    real = Router.outbound
-    calls = []
-
-    def failing(self: Router, ifname: str, batch: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise InternalError("simulated OpenSSL failure")
-        return real(self, ifname, batch)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Router, "outbound", failing)
+    fail_outbound_at(monkeypatch, 2)
     out = tmp_path / "out.pcap"
     assert encrypt(pair, clear, out, "--chunk-packets", "3") == 2
     assert "simulated OpenSSL failure" in capsys.readouterr().err
@@ -739,22 +746,10 @@ def test_a_failed_run_leaves_no_preallocated_tail_behind_a_hard_link(
     keeps the records written so far and nothing after them (no preallocated zeros)."""
     import os
 
-    from ipsecfast.exceptions import InternalError
-    from ipsecfast.router import Router
-
     pair = make_pair(tmp_path, "esp-aes esp-sha-hmac")
     clear = tmp_path / "clear.pcap"
     build_capture(clear, protected_packets("tunnel", 40), ethernet=True)
-    real = Router.outbound
-    calls = []
-
-    def failing(self: Router, ifname: str, batch: object) -> object:
-        calls.append(1)
-        if len(calls) == 4:
-            raise InternalError("simulated OpenSSL failure")
-        return real(self, ifname, batch)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Router, "outbound", failing)
+    fail_outbound_at(monkeypatch, 4)
     out, other = tmp_path / "out.pcap", tmp_path / "other.pcap"
     out.write_bytes(b"")
     os.link(out, other)
