@@ -715,7 +715,7 @@ def _is_ip(text: str) -> bool:
 
 def default_crypto_threads() -> int:
     """The CPUs this process may use, less one (left for the caller's own work, e.g. the
-    pcap writer thread of ``ipsecfast encrypt``), at least 1 and at most 4."""
+    pcap reader and writer threads of ``ipsecfast encrypt``), at least 1 and at most 4."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

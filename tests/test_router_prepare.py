@@ -173,3 +173,27 @@ def test_new_pairs_after_a_clear_are_used_not_the_cached_ones() -> None:
     assert opened.verdict.tolist() == [1] * 8 and opened.packets.to_list() == batch.to_list()
     assert not {p.id for p in rb.sad} & old_in
     assert [p.encaps for p in ra.sad] == [8] and [p.decaps for p in rb.sad] == [8]
+
+
+def test_the_inbound_sa_cache_follows_a_new_crypto_map() -> None:
+    """The per-SA arrays cached for inbound hold each SA's inner-flow ranges, which come
+    from the crypto map: once the map is replaced (as ``set_entry_flows`` replaces a
+    dynamic entry's), the same SAs must be checked against the new flows. (No public call
+    reaches this for a manual entry today: the map is replaced here as that method does.)"""
+    from ipsecfast.cryptomap import CryptoMapSpd, SpdList
+
+    a, b, _ = manual_pair("esp-gcm")
+    ra, rb = Router(a), Router(b)
+    pkts = PacketBatch.from_list([udp("10.1.0.5", f"10.2.1.{i + 1}", i=i) for i in range(8)])
+    assert rb.inbound(IF, ra.outbound(IF, pkts).packets).verdict.tolist() == [1] * 8
+    narrow = parse_config("access-list 101 permit ip 10.2.0.0 0.0.0.255 10.1.0.0 0.0.0.255\n"
+                          ).access_lists["101"]
+    e = rb.entries[0]
+    e.spd, e.acl = SpdList(narrow), narrow
+    start, end = rb._map_slices[e.map_name]
+    for dom in rb._domains:
+        if dom.map_name == e.map_name:
+            dom.spd = CryptoMapSpd([x.spd for x in rb.entries[start:end]])
+    res = rb.inbound(IF, ra.outbound(IF, pkts).packets)  # 10.2.1.x: outside the new flow
+    assert res.verdict.tolist() == [2] * 8
+    assert res.reason.tolist() == [Status.INNER_FLOW_MISMATCH] * 8
