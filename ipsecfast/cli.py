@@ -301,7 +301,7 @@ class _Writer:
         # blocks were allocated past what is written (``_preallocate``): cut at close
         self.preallocated = preallocated
         self.packets = self.nbytes = self.snaplen = 0
-        self.verdicts = np.zeros(len(Verdict), dtype=np.int64)  # chunks put, by verdict
+        self.verdicts = np.zeros(len(Verdict), dtype=np.int64)  # packets put, by verdict
         self.reasons = np.zeros(256, dtype=np.int64)  # dropped packets, by reason
         self._thread = threading.Thread(target=self._run, name="ipsecfast-writer", daemon=True)
         if threaded:
@@ -437,10 +437,13 @@ def run_pcap(
     """Run the capture ``source`` through ``router.outbound`` (direction ``encrypt``) or
     ``router.inbound`` (``decrypt``) on ``ifname`` and write ``target``; returns the
     summary. Non-IPv4 and bypassed frames are copied unchanged, dropped ones left out,
-    timestamps and link type kept. ``threaded``: scan the input a chunk ahead on one more
-    thread and rebuild and write the output on another, while the router works on the
-    current chunk. The file header and the first chunk are read before the output file is
-    made; a corrupt record further on stops the run and removes the partial output."""
+    timestamps and link type kept. ``threaded``: scan (and prepare) the input a chunk
+    ahead on one more thread and write the output on another, both kept to one CPU
+    (``io_cpu``), while the router works on the current chunk, in tapered chunks
+    (``pcap.iter_chunks(taper=True)``). An empty regular output file gets its blocks up
+    front (``_preallocate``). The file header and the first chunk are read before the
+    output file is made; a corrupt record further on stops the run and removes the
+    partial output."""
     import numpy as np
     from tqdm import tqdm
 
