@@ -304,17 +304,7 @@ class Classifier:
         ``scalar=True`` runs the plain one-packet-at-a-time loop instead of the blocks of
         interleaved tree walks: the same answers, slower; the reference variant for tests.
         """
-        if not isinstance(batch, PacketBatch):
-            raise TypeError("lookup takes a PacketBatch")
-        n = len(batch)
-        lists = np.empty(n, dtype=np.int32)
-        entries = np.empty(n, dtype=np.int32)
-        status = np.empty(n, dtype=np.uint8)
-        self._compiled.classify_packets(
-            batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status,
-            bool(scalar),
-        )
-        return Classification(lists, entries, status)
+        return self._classify(batch, mirror, bool(scalar), None)
 
     def lookup_with_headers(
         self, batch: PacketBatch, mirror: bool = False
@@ -325,18 +315,24 @@ class Classifier:
         ``H_PROTO``, ``H_TOS``, ``H_BYTE0`` (the first byte: version and IHL; 0 for an empty
         packet; there whatever the status) and ``H_FRAG`` (0 not a fragment, 1 the first,
         2 a later one). As in the packet, not mirrored; zeros where the status is not 0."""
+        headers = np.empty((len(batch) if isinstance(batch, PacketBatch) else 0,
+                            HEADER_COLUMNS), dtype=np.uint32)
+        return self._classify(batch, mirror, False, headers), headers
+
+    def _classify(self, batch: PacketBatch, mirror: bool, scalar: bool,
+                  headers: npt.NDArray[np.uint32] | None) -> Classification:
+        """One compiled classification pass (``headers``: filled too, when given)."""
         if not isinstance(batch, PacketBatch):
             raise TypeError("lookup takes a PacketBatch")
         n = len(batch)
         lists = np.empty(n, dtype=np.int32)
         entries = np.empty(n, dtype=np.int32)
         status = np.empty(n, dtype=np.uint8)
-        headers = np.empty((n, HEADER_COLUMNS), dtype=np.uint32)
         self._compiled.classify_packets(
             batch.buffer, batch.offsets, batch.lengths, bool(mirror), lists, entries, status,
-            False, headers,
+            scalar, headers,
         )
-        return Classification(lists, entries, status), headers
+        return Classification(lists, entries, status)
 
     def first_match_box(self, lst: int, entry: int
                         ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
